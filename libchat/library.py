@@ -1,0 +1,130 @@
+"""The program library (CONTRACT section 4): discovery and intent rules.
+
+A program is ``<dir>/<name>/<name>.js`` with ``name`` a valid intent. Its
+optional ``package.json`` may carry ``{"libchat": {"keywords": [...],
+"patterns": [...], "warm": N, "description": "..."}}``. Resolution order:
+explicit intent, ``/name`` command prefix, patterns, keywords; programs are
+tried in name order so the answer never depends on directory listing order.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+import attrs
+from twisted.logger import Logger
+
+from libchat.events import valid_intent
+
+COMMAND = re.compile(r"/([a-z0-9][a-z0-9_-]{0,63})(?=\s|$)")
+
+
+@attrs.frozen
+class Program:
+    name: str
+    directory: Path
+    entry: Path
+    description: str = ""
+    keywords: tuple[str, ...] = ()
+    patterns: tuple[re.Pattern[str], ...] = ()
+    warm: int | None = None
+
+
+def read_program(directory: Path, log: Logger) -> Program | None:
+    """A :class:`Program` for a directory, or None if it is not one."""
+    name = directory.name
+    entry = directory / f"{name}.js"
+    if not valid_intent(name) or not entry.is_file():
+        return None
+    rules: dict[str, Any] = {}
+    manifest = directory / "package.json"
+    if manifest.is_file():
+        try:
+            rules = json.loads(manifest.read_text("utf-8")).get("libchat") or {}
+            if not isinstance(rules, dict):
+                raise ValueError('"libchat" must be an object')
+        except (ValueError, OSError, AttributeError) as e:
+            log.error("program {program}: ignoring bad package.json: {error}",
+                      program=name, error=str(e))
+            rules = {}
+    patterns = []
+    for source in rules.get("patterns") or []:
+        try:
+            patterns.append(re.compile(str(source), re.IGNORECASE))
+        except re.error as e:
+            log.error("program {program}: ignoring bad pattern {pattern!r}: {error}",
+                      program=name, pattern=source, error=str(e))
+    warm = rules.get("warm")
+    return Program(
+        name=name,
+        directory=directory.resolve(),
+        entry=entry.resolve(),
+        description=str(rules.get("description") or ""),
+        keywords=tuple(str(k).lower() for k in rules.get("keywords") or [] if str(k)),
+        patterns=tuple(patterns),
+        warm=int(warm) if isinstance(warm, int) and not isinstance(warm, bool) and warm >= 0
+        else None,
+    )
+
+
+class ProgramLibrary:
+    """Programs found under one or more directories (first one wins on a name).
+
+    The directories are re-scanned at most every ``rescan`` seconds, so a
+    program dropped into the library is picked up without a restart.
+    """
+
+    log = Logger()
+
+    def __init__(self, directories: list[Path], now: Callable[[], float],
+                 rescan: float = 5.0) -> None:
+        self.directories = [Path(d) for d in directories]
+        self._now = now
+        self._rescan = rescan
+        self._scanned_at: float | None = None
+        self._programs: dict[str, Program] = {}
+
+    def scan(self) -> dict[str, Program]:
+        found: dict[str, Program] = {}
+        for base in self.directories:
+            if not base.is_dir():
+                continue
+            for child in sorted(base.iterdir()):
+                if child.name not in found and child.is_dir():
+                    program = read_program(child, self.log)
+                    if program is not None:
+                        found[program.name] = program
+        found = dict(sorted(found.items()))
+        if set(found) != set(self._programs):
+            self.log.info("program library: {names}", names=", ".join(sorted(found)) or "(empty)")
+        self._programs = found
+        self._scanned_at = self._now()
+        return found
+
+    def programs(self) -> dict[str, Program]:
+        if self._scanned_at is None or self._now() - self._scanned_at >= self._rescan:
+            self.scan()
+        return self._programs
+
+    def get(self, name: str) -> Program | None:
+        return self.programs().get(name)
+
+    def resolve(self, content: str, intent: str | None = None) -> Program | None:
+        """The program for a user message, or None (libchat answers 2003)."""
+        programs = self.programs()
+        if intent is not None:
+            return programs.get(intent)
+        command = COMMAND.match(content.lstrip())
+        if command and command.group(1) in programs:
+            return programs[command.group(1)]
+        for program in programs.values():
+            if any(p.search(content) for p in program.patterns):
+                return program
+        lowered = content.lower()
+        for program in programs.values():
+            if any(k in lowered for k in program.keywords):
+                return program
+        return None

@@ -1,0 +1,376 @@
+"""Node program instances: one Unix socket and one process group each.
+
+Supervision follows Twisted's procmon: SIGTERM to the process group, one
+``callLater`` SIGKILL timer cancelled on exit, ``ProcessExitedAlready`` and
+``ESRCH`` tolerated, every timer cancelled when the instance ends. The child
+is started as ``env -C <dir> setsid node ...`` so that (a) it leads its own
+process group and its grandchildren die with it, and (b) Twisted may use
+``posix_spawn`` instead of forking the whole server (no ``path`` argument).
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import os
+import secrets
+import shutil
+import signal
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+from twisted.internet import defer
+from twisted.internet.endpoints import UNIXServerEndpoint
+from twisted.internet.error import ProcessExitedAlready
+from twisted.internet.interfaces import IDelayedCall, IListeningPort
+from twisted.internet.protocol import Factory, ProcessProtocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from libchat.events import BadEvent, parse_program
+from libchat.interfaces import IInstance, IInstanceOwner, IRuntime
+from libchat.library import ProgramLibrary
+from libchat.wire import DEFAULT_MAX_FRAME, MAGIC, FrameProtocol, encode_event
+
+NODE_SDK_DIR = Path(__file__).parent / "node"
+MAX_LOG_LINE = 4096
+
+
+def make_runtime_dir(base: str | None = None) -> Path:
+    """A fresh 0700 directory for sockets; short, so ``sun_path`` (108 bytes)
+    never overflows whatever the dialog id."""
+    base = base or os.environ.get("XDG_RUNTIME_DIR") or "/tmp"
+    path = Path(tempfile.mkdtemp(prefix="libchat-", dir=base))
+    os.chmod(path, 0o700)
+    return path
+
+
+class ProgramConnection(FrameProtocol):
+    """The program's side of its socket, as seen by libchat."""
+
+    instance: "NodeInstance"
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.instance._connected(self)
+
+    def frameReceived(self, event_type: int, body: bytes) -> None:
+        try:
+            event = parse_program(event_type, body)
+        except BadEvent as e:
+            self.log.warn("{program} of {dialog_id} sent a bad event: {code} {message}",
+                          program=self.instance.program, dialog_id=self.instance.dialog_id,
+                          code=e.code, message=e.message)
+            self.sendEvent(e.event())
+            return
+        self.instance._event(event)
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
+        self.instance._disconnected(self)
+
+
+class ProgramFactory(Factory):
+    def __init__(self, instance: "NodeInstance") -> None:
+        self.instance = instance
+
+    def buildProtocol(self, addr: Any) -> ProgramConnection | None:
+        if self.instance.connection is not None or self.instance.state == "exited":
+            # one connection per instance, ever: a second one (the program
+            # twice, or a foreign process) is refused
+            self.instance.log.warn("refusing a second connection to instance {instance_id}",
+                                   instance_id=self.instance.instance_id)
+            return None
+        p = ProgramConnection()
+        p.instance = self.instance
+        p.magic = self.instance.runtime.magic
+        p.max_frame = self.instance.runtime.max_frame
+        return p
+
+
+class ChildProtocol(ProcessProtocol):
+    """stdout/stderr into the log, tagged; exit reported to the instance."""
+
+    def __init__(self, instance: "NodeInstance") -> None:
+        self.instance = instance
+        self._partial = {1: b"", 2: b""}
+
+    def _lines(self, fd: int, data: bytes) -> None:
+        buf = self._partial[fd] + data
+        *lines, rest = buf.split(b"\n")
+        self._partial[fd] = rest[-MAX_LOG_LINE:]
+        for line in lines:
+            self._log(fd, line)
+
+    def _log(self, fd: int, line: bytes) -> None:
+        inst = self.instance
+        text = line[:MAX_LOG_LINE].decode("utf-8", "replace").rstrip("\r")
+        emit = inst.log.info if fd == 1 else inst.log.warn
+        emit("[{program} {dialog_id}] {line}", program=inst.program,
+             dialog_id=inst.dialog_id, instance_id=inst.instance_id, stream=fd, line=text)
+
+    def outReceived(self, data: bytes) -> None:
+        self._lines(1, data)
+
+    def errReceived(self, data: bytes) -> None:
+        self._lines(2, data)
+
+    def processEnded(self, reason: Failure) -> None:
+        for fd, rest in self._partial.items():
+            if rest:
+                self._log(fd, rest)
+        self.instance._exited(reason)
+
+
+@implementer(IInstance)
+class NodeInstance:
+    log = Logger()
+
+    def __init__(self, runtime: "NodeRuntime", instance_id: str, program: str, dialog_id: str,
+                 user_id: str, owner: IInstanceOwner) -> None:
+        self.runtime = runtime
+        self.instance_id = instance_id
+        self.program = program
+        self.dialog_id = dialog_id
+        self.user_id = user_id
+        self.owner = owner
+        self.token = secrets.token_urlsafe(32)
+        self.pid: int | None = None
+        self.state = "starting"  # -> running -> exited
+        self.stopping = False
+        self.connection: ProgramConnection | None = None
+        self.socket_path = runtime.runtime_dir / f"{instance_id}.sock"
+        self._port: IListeningPort | None = None
+        self._process: Any = None
+        self._queue: list[bytes] = []
+        self._timers: list[IDelayedCall] = []
+        self._ever_connected = False
+        self._gone: list[defer.Deferred[None]] = []
+
+    # -- starting ----------------------------------------------------------
+
+    def launch(self) -> None:
+        rt = self.runtime
+        program = rt.library.get(self.program)
+        if program is None:
+            self._fail(f"program {self.program} vanished from the library")
+            return
+        endpoint = UNIXServerEndpoint(rt.reactor, str(self.socket_path), mode=0o600)
+        d = endpoint.listen(ProgramFactory(self))
+        d.addCallbacks(lambda port: self._spawn(port, program.directory, program.entry),
+                       lambda f: self._fail(f"cannot listen on {self.socket_path}: "
+                                            f"{f.getErrorMessage()}"))
+
+    def _spawn(self, port: IListeningPort, directory: Path, entry: Path) -> None:
+        self._port = port
+        if self.state == "exited":  # stopped while listening
+            self._close_port()
+            return
+        rt = self.runtime
+        argv = [rt.node, str(entry), f"--socket={self.socket_path}", f"--port={rt.api_port()}"]
+        env = dict(rt.base_env)
+        env.update({
+            "LIBCHAT_TOKEN": self.token,
+            "LIBCHAT_MAGIC": str(rt.magic),
+            "LIBCHAT_MAX_FRAME": str(rt.max_frame),
+            "LIBCHAT_API_HOST": rt.api_host,
+            "LIBCHAT_DIALOG_ID": self.dialog_id,
+            "NODE_PATH": os.pathsep.join(filter(None, [str(NODE_SDK_DIR),
+                                                       rt.base_env.get("NODE_PATH")])),
+        })
+        path: str | None = None
+        if rt.env_bin and rt.setsid_bin:
+            argv = [rt.env_bin, "-C", str(directory), rt.setsid_bin] + argv
+        else:  # no setsid: still works, without process-group cleanup
+            path = str(directory)
+        try:
+            self._process = rt.reactor.spawnProcess(
+                ChildProtocol(self), argv[0], argv, env=env, path=path,
+                childFDs={0: "w", 1: "r", 2: "r"})
+        except Exception as e:
+            self._fail(f"cannot spawn {argv[0]}: {e}")
+            return
+        self.pid = self._process.pid
+        self.log.info("started {program} for {dialog_id} as pid {pid} ({instance_id})",
+                      program=self.program, dialog_id=self.dialog_id, pid=self.pid,
+                      instance_id=self.instance_id)
+        self._later(rt.start_timeout, self._start_expired)
+
+    def _start_expired(self) -> None:
+        if self.connection is None and not self._ever_connected and self.state != "exited":
+            self.log.warn("{program} for {dialog_id} did not connect within {seconds}s",
+                          program=self.program, dialog_id=self.dialog_id,
+                          seconds=self.runtime.start_timeout)
+            self.stop()
+
+    def _fail(self, detail: str) -> None:
+        """Could not even start: report it as a failed start, asynchronously."""
+        self.log.error("instance {instance_id} failed: {detail}",
+                       instance_id=self.instance_id, detail=detail)
+        self.runtime.reactor.callLater(0, self._finish, detail)
+
+    # -- the socket --------------------------------------------------------
+
+    def _connected(self, connection: ProgramConnection) -> None:
+        self.connection = connection
+        self._ever_connected = True
+        self.state = "running"
+        self._close_port()  # nobody else may ever connect
+        queued, self._queue = self._queue, []
+        for frame in queued:
+            connection.transport.write(frame)
+        self.owner.instanceConnected(self)
+
+    def _event(self, event: dict[str, Any]) -> None:
+        self.owner.instanceEvent(self, event)
+
+    def _disconnected(self, connection: ProgramConnection) -> None:
+        if connection is self.connection:
+            self.connection = None
+            if self.state != "exited" and not self.stopping:
+                self.log.info("{program} of {dialog_id} closed its socket; stopping it",
+                              program=self.program, dialog_id=self.dialog_id)
+                self.stop(drain=min(1.0, self.runtime.kill_grace))
+
+    def send(self, event: dict[str, Any]) -> None:
+        frame = encode_event(event, self.runtime.magic)
+        if self.connection is not None:
+            self.connection.transport.write(frame)
+        elif self.state == "starting":
+            self._queue.append(frame)
+
+    # -- stopping ----------------------------------------------------------
+
+    def _later(self, seconds: float, f: Callable[..., Any], *args: Any) -> None:
+        self._timers = [t for t in self._timers if t.active()]
+        self._timers.append(self.runtime.reactor.callLater(seconds, f, *args))
+
+    def _signal(self, sig: int) -> None:
+        if self.pid is None or self.state == "exited":
+            return
+        try:
+            os.killpg(self.pid, sig)
+        except OSError as e:
+            if e.errno != errno.ESRCH:
+                raise
+            # the child may not have called setsid yet: signal it alone
+            try:
+                self._process.signalProcess("KILL" if sig == signal.SIGKILL else "TERM")
+            except ProcessExitedAlready:
+                pass
+
+    def stop(self, drain: float = 0.0) -> "defer.Deferred[None]":
+        d: defer.Deferred[None] = defer.Deferred()
+        if self.state == "exited":
+            d.callback(None)
+            return d
+        self._gone.append(d)
+        if self.stopping:
+            return d
+        self.stopping = True
+        if self._process is None:  # never spawned
+            self._close_port()
+            self._finish("stopped before start")
+            return d
+        grace = self.runtime.kill_grace
+        if drain > 0:
+            self._later(drain, self._signal, signal.SIGTERM)
+        else:
+            self._signal(signal.SIGTERM)
+        self._later(max(grace, drain + 0.001), self._kill)
+        return d
+
+    def _kill(self) -> None:
+        if self.state != "exited":
+            self.log.warn("{program} of {dialog_id} ignored SIGTERM; sending SIGKILL",
+                          program=self.program, dialog_id=self.dialog_id)
+            self._signal(signal.SIGKILL)
+
+    def _close_port(self) -> None:
+        if self._port is not None:
+            port, self._port = self._port, None
+            port.stopListening()
+
+    def _exited(self, reason: Failure) -> None:
+        status = getattr(reason.value, "exitCode", None)
+        sig = getattr(reason.value, "signal", None)
+        detail = f"exit code {status}" if sig is None else f"signal {sig}"
+        if self.pid is not None:
+            try:  # the group outlives its leader: take the grandchildren too
+                os.killpg(self.pid, signal.SIGKILL)
+            except OSError:
+                pass
+        self._finish(detail)
+
+    def _finish(self, detail: str) -> None:
+        if self.state == "exited":
+            return
+        self.state = "exited"
+        for t in self._timers:
+            if t.active():
+                t.cancel()
+        self._timers = []
+        self._queue = []
+        self._close_port()
+        if self.connection is not None and self.connection.transport is not None:
+            self.connection.transport.loseConnection()
+        self.runtime._forget(self)
+        try:
+            self.owner.instanceGone(self, self._ever_connected, detail)
+        finally:
+            gone, self._gone = self._gone, []
+            for d in gone:
+                d.callback(None)
+
+
+@implementer(IRuntime)
+class NodeRuntime:
+    """Starts ``node programs/<name>/<name>.js --socket=... --port=...``."""
+
+    log = Logger()
+
+    def __init__(self, reactor: Any, library: ProgramLibrary, *, api_port: Callable[[], int],
+                 api_host: str = "127.0.0.1", node: str = "node",
+                 runtime_dir: Path | None = None, magic: int = MAGIC,
+                 max_frame: int = DEFAULT_MAX_FRAME, start_timeout: float = 10.0,
+                 kill_grace: float = 5.0, base_env: dict[str, str] | None = None) -> None:
+        self.reactor = reactor
+        self.library = library
+        self.api_port = api_port
+        self.api_host = api_host
+        self.node = node
+        self.runtime_dir = runtime_dir or make_runtime_dir()
+        self.magic = magic
+        self.max_frame = max_frame
+        self.start_timeout = start_timeout
+        self.kill_grace = kill_grace
+        self.base_env = dict(os.environ if base_env is None else base_env)
+        self.base_env.pop("LIBCHAT_TOKEN", None)
+        self.env_bin = shutil.which("env")
+        self.setsid_bin = shutil.which("setsid")
+        self._ids = itertools.count(1)
+        self._live: dict[str, NodeInstance] = {}
+
+    def start(self, program: str, dialog_id: str, user_id: str,
+              owner: IInstanceOwner) -> NodeInstance:
+        instance = NodeInstance(self, f"i{next(self._ids)}", program, dialog_id, user_id, owner)
+        self._live[instance.instance_id] = instance
+        instance.launch()
+        return instance
+
+    def _forget(self, instance: NodeInstance) -> None:
+        self._live.pop(instance.instance_id, None)
+
+    def live(self) -> list[NodeInstance]:
+        return list(self._live.values())
+
+    def stopAll(self) -> "defer.Deferred[Any]":
+        stops = [i.stop() for i in list(self._live.values())]
+        d = defer.DeferredList(stops, consumeErrors=True)
+        d.addBoth(lambda _: self._cleanup())
+        return d
+
+    def _cleanup(self) -> None:
+        shutil.rmtree(self.runtime_dir, ignore_errors=True)
+

@@ -1,0 +1,237 @@
+"""``twistd libchat``: the options of CONTRACT section 7 and the service tree.
+
+This is the only module that knows every piece; everything else receives its
+collaborators (reactor included) through its constructor.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from twisted.application import service
+from twisted.internet import defer, endpoints, threads
+from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
+from twisted.internet.protocol import Factory
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python import usage
+from twisted.web.server import Site
+
+from libchat.front import FrontFactory
+from libchat.library import ProgramLibrary
+from libchat.memory import MemoryAPI
+from libchat.router import Router
+from libchat.runner import NodeRuntime, make_runtime_dir
+from libchat.store import JsonFileStore
+from libchat.wire import DEFAULT_MAX_FRAME, MAGIC
+
+DEFAULT_FRONT = "tcp:8082:interface=127.0.0.1"
+DEFAULT_API = "tcp:8083:interface=127.0.0.1"
+DEFAULT_WEB = "tcp:8080:interface=127.0.0.1"
+
+
+def _positive(kind: Callable[[str], Any], name: str, minimum: float = 0) -> Callable[[str], Any]:
+    def coerce(value: str) -> Any:
+        try:
+            v = kind(value)
+        except ValueError:
+            raise usage.UsageError(f"--{name} must be a number, not {value!r}") from None
+        if v < minimum:
+            raise usage.UsageError(f"--{name} must be at least {minimum}")
+        return v
+    coerce.coerceDoc = ""  # type: ignore[attr-defined]
+    return coerce
+
+
+def _magic(value: str) -> int:
+    try:
+        v = int(value, 0)
+    except ValueError:
+        raise usage.UsageError(f"--magic must be an integer (decimal or 0x hex), "
+                               f"not {value!r}") from None
+    if not 0 <= v <= 0xFFFFFFFF:
+        raise usage.UsageError("--magic must fit in 32 bits")
+    return v
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = ("Run libchat: a chat router that binds each dialog to its own "
+                "Node.js tool program. Endpoints are Twisted endpoint strings.")
+
+    optParameters = [
+        ["api", None, DEFAULT_API, "Memory API endpoint (for programs)."],
+        ["programs", None, "./programs", "Program library directory."],
+        ["data", None, "./data", "Directory of <dialog_id>.json files."],
+        ["node", None, "node", "Node.js executable."],
+        ["idle-timeout", None, 3600.0, "Seconds without a user message before a "
+         "foreground program is stopped.", _positive(float, "idle-timeout", 0.001)],
+        ["flush-interval", None, 5.0, "Seconds between writes of changed dialogs.",
+         _positive(float, "flush-interval", 0.001)],
+        ["max-programs", None, 256, "Live instances at most (foreground and background).",
+         _positive(int, "max-programs", 1)],
+        ["max-frame", None, DEFAULT_MAX_FRAME, "Largest frame body in bytes.",
+         _positive(int, "max-frame", 1)],
+        ["start-timeout", None, 10.0, "Seconds a program has to connect to its socket.",
+         _positive(float, "start-timeout", 0.001)],
+        ["kill-grace", None, 5.0, "Seconds between SIGTERM and SIGKILL.",
+         _positive(float, "kill-grace", 0)],
+        ["magic", None, MAGIC, "Frame magic number (decimal or 0x hex).", _magic],
+        ["background-limit", None, 3600.0, "Seconds a program may keep running in the "
+         "background after its 2002 (0: no limit).", _positive(float, "background-limit", 0)],
+        ["runtime-dir", None, None, "Parent of the private socket directory "
+         "(default $XDG_RUNTIME_DIR or /tmp)."],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["front"] = []
+
+    def opt_front(self, endpoint: str) -> None:
+        """Front-service endpoint (repeatable). Default: tcp:8082:interface=127.0.0.1"""
+        self["front"].append(endpoint)
+
+    def postOptions(self) -> None:
+        if not self["front"]:
+            self["front"] = [DEFAULT_FRONT]
+
+
+def describe(address: Any) -> str:
+    host, port = getattr(address, "host", None), getattr(address, "port", None)
+    if host is not None and port is not None:
+        return f"{host}:{port}"
+    return str(getattr(address, "name", address))
+
+
+class ListeningService(service.Service):
+    """Listens on an endpoint; logs a readiness line naming the bound address.
+
+    A failure to listen raises from ``startService`` so twistd exits at once
+    instead of running without a door.
+    """
+
+    log = Logger()
+
+    def __init__(self, role: str, endpoint: IStreamServerEndpoint, factory: Factory) -> None:
+        self.role = role
+        self.endpoint = endpoint
+        self.factory = factory
+        self.port: IListeningPort | None = None
+        self.ready: defer.Deferred[IListeningPort] = defer.Deferred()
+
+    def startService(self) -> None:
+        super().startService()
+        failures: list[Any] = []
+        d = self.endpoint.listen(self.factory)
+        d.addCallbacks(self._listening, failures.append)
+        if failures:
+            self.ready.errback(failures[0])
+            failures[0].raiseException()
+
+    def _listening(self, port: IListeningPort) -> None:
+        self.port = port
+        self.log.info("libchat {role} listening on {address}", role=self.role,
+                      address=describe(port.getHost()))
+        self.ready.callback(port)
+
+    def stopService(self) -> "defer.Deferred[Any] | None":
+        super().stopService()
+        if self.port is not None:
+            port, self.port = self.port, None
+            return defer.maybeDeferred(port.stopListening)
+        return None
+
+
+class FlushService(service.Service):
+    """Writes changed dialogs every interval, and once more at stop.
+
+    A LoopingCall stops forever when its callable fails, so failures are
+    logged and swallowed here: one bad flush must not end persistence.
+    """
+
+    log = Logger()
+
+    def __init__(self, store: JsonFileStore, interval: float, clock: Any) -> None:
+        self.store = store
+        self.loop = LoopingCall(self._flush)
+        self.loop.clock = clock
+        self.interval = interval
+
+    def _flush(self) -> "defer.Deferred[Any]":
+        d = self.store.flush()
+        d.addErrback(lambda f: self.log.failure("flushing dialogs failed", f))
+        return d
+
+    def startService(self) -> None:
+        super().startService()
+        self.loop.start(self.interval, now=False)
+
+    def stopService(self) -> "defer.Deferred[Any]":
+        super().stopService()
+        if self.loop.running:
+            self.loop.stop()
+        return self._flush()
+
+
+class LibchatService(service.MultiService):
+    """The whole server. Starts the router before the doors open; at stop,
+    closes the doors, stops every program instance, and flushes."""
+
+    log = Logger()
+
+    def __init__(self, router: Router, store: JsonFileStore, runtime: NodeRuntime) -> None:
+        super().__init__()
+        self.router = router
+        self.store = store
+        self.runtime = runtime
+
+    def startService(self) -> None:
+        self.router.start()
+        super().startService()
+        self.log.info("libchat ready")
+
+    def stopService(self) -> "defer.Deferred[Any]":
+        d = defer.maybeDeferred(super().stopService)
+        d.addBoth(lambda _: self.router.stop())
+        d.addBoth(lambda _: self.log.info("libchat stopped"))
+        return d
+
+
+def makeService(options: Options, reactor: Any = None) -> LibchatService:
+    if reactor is None:
+        from twisted.internet import reactor as global_reactor
+        reactor = global_reactor
+
+    def run_io(f: Callable[..., Any], *args: Any) -> "defer.Deferred[Any]":
+        return threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
+
+    store = JsonFileStore(Path(options["data"]), run_io=run_io)
+    library = ProgramLibrary([Path(options["programs"])], now=reactor.seconds)
+    api_endpoint = endpoints.serverFromString(reactor, options["api"])
+
+    def api_port() -> int:
+        port = api.port
+        return getattr(port.getHost(), "port", 0) if port is not None else 0
+
+    runtime = NodeRuntime(
+        reactor, library, api_port=api_port, node=options["node"],
+        runtime_dir=make_runtime_dir(options["runtime-dir"]),
+        magic=options["magic"], max_frame=options["max-frame"],
+        start_timeout=options["start-timeout"], kill_grace=options["kill-grace"],
+    )
+    router = Router(
+        reactor, library, runtime, store,
+        idle_timeout=options["idle-timeout"], max_programs=options["max-programs"],
+        kill_grace=options["kill-grace"], background_limit=options["background-limit"],
+    )
+    top = LibchatService(router, store, runtime)
+    api = ListeningService("api", api_endpoint,
+                           Site(MemoryAPI(router, store, reactor.seconds).app.resource()))
+    api.setServiceParent(top)
+    front_factory = FrontFactory(router, magic=options["magic"], max_frame=options["max-frame"])
+    for description in options["front"]:
+        ListeningService("front", endpoints.serverFromString(reactor, description),
+                         front_factory).setServiceParent(top)
+    FlushService(store, options["flush-interval"], reactor).setServiceParent(top)
+    return top

@@ -1,0 +1,4 @@
+'use strict';
+// Fails before connecting.
+console.error('failstart: exiting with code 1');
+process.exit(1);

@@ -1,0 +1,3 @@
+'use strict';
+// Never connects to --socket; just stays alive (start-timeout test).
+setInterval(() => {}, 1000);

@@ -1,0 +1,107 @@
+"""Event validation (CONTRACT sections 1 and 3): each bad input, its answer."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from libchat import codes
+from libchat.events import BadEvent, parse_program, parse_upstream
+
+
+def body(**fields: object) -> bytes:
+    return json.dumps(fields).encode()
+
+
+def msg(**over: object) -> dict:
+    event = {"event_type": 1001, "dialog_id": "d1", "user_id": "u1",
+             "messages": {"content": "hi"}}
+    event.update(over)
+    return event
+
+
+def code_of(header: int, raw: bytes) -> str:
+    with pytest.raises(BadEvent) as info:
+        parse_upstream(header, raw)
+    return info.value.code
+
+
+def test_valid_message_gets_defaults() -> None:
+    event = parse_upstream(1001, json.dumps(msg()).encode())
+    assert event["message_id"].startswith("msg-")
+    assert event["messages"] == {"content": "hi", "attachments": []}
+
+
+def test_unknown_fields_are_not_forwarded() -> None:
+    event = parse_upstream(1001, json.dumps(msg(evil="x", intent="echo")).encode())
+    assert "evil" not in event and event["intent"] == "echo"
+
+
+@pytest.mark.parametrize("raw", [b"not json", b"[1,2]", b"\xff\xfe", b"", b"null", b'"s"'])
+def test_non_object_bodies_are_bad_request(raw: bytes) -> None:
+    assert code_of(1001, raw) == codes.BAD_REQUEST
+
+
+@pytest.mark.parametrize("event", [
+    {k: v for k, v in msg().items() if k != "dialog_id"},
+    {k: v for k, v in msg().items() if k != "user_id"},
+    {k: v for k, v in msg().items() if k != "event_type"},
+    msg(messages={}), msg(messages={"content": 5}), msg(messages="hi"),
+    msg(messages={"content": "x", "attachments": "no"}),
+    msg(user_id=""), msg(user_id="u" * 257), msg(user_id=7),
+    msg(message_id=5), msg(message_id=""),
+    msg(event_type=True),
+], ids=lambda e: ",".join(sorted(str(k) for k in e)) + ":" + str(e.get("messages"))[:20])
+def test_missing_or_wrong_fields_are_bad_request(event: dict) -> None:
+    assert code_of(1001, json.dumps(event).encode()) == codes.BAD_REQUEST
+
+
+@pytest.mark.parametrize("dialog_id", ["../etc/passwd", "..", ".hidden", "a/b", "", "a b",
+                                       "x" * 129, "-lead", "a\0b", "ü"])
+def test_hostile_dialog_ids_are_bad_request(dialog_id: str) -> None:
+    assert code_of(1001, json.dumps(msg(dialog_id=dialog_id)).encode()) == codes.BAD_REQUEST
+
+
+def test_longest_dialog_id_is_fine() -> None:
+    parse_upstream(1001, json.dumps(msg(dialog_id="a" * 128)).encode())
+
+
+@pytest.mark.parametrize("intent", ["../x", "Echo", "", "a" * 65, "_x", 3])
+def test_bad_intents_are_bad_request(intent: object) -> None:
+    assert code_of(1001, json.dumps(msg(intent=intent)).encode()) == codes.BAD_REQUEST
+
+
+def test_header_type_must_equal_event_type() -> None:
+    with pytest.raises(BadEvent) as info:
+        parse_upstream(1002, json.dumps(msg(message_id="m1")).encode())
+    assert info.value.code == codes.BAD_REQUEST
+    assert (info.value.dialog_id, info.value.message_id) == ("d1", "m1")
+
+
+@pytest.mark.parametrize("etype", [2001, 2002, 2003, 2004, 3000, 1003, 9999])
+def test_events_upstream_may_not_send_are_unknown_event(etype: int) -> None:
+    assert code_of(etype, json.dumps(msg(event_type=etype)).encode()) == codes.UNKNOWN_EVENT
+
+
+def test_close_needs_only_ids() -> None:
+    assert parse_upstream(1002, body(event_type=1002, dialog_id="d", user_id="u")) == {
+        "event_type": 1002, "dialog_id": "d", "user_id": "u"}
+
+
+def test_program_events_need_only_event_type() -> None:
+    assert parse_program(2002, body(event_type=2002))["event_type"] == 2002
+    reply = parse_program(2001, body(event_type=2001, messages={"content": "x"}))
+    assert reply["messages"] == {"content": "x", "attachments": []}
+
+
+@pytest.mark.parametrize("raw,code", [
+    (body(event_type=1001, dialog_id="d", user_id="u", messages={"content": "x"}),
+     codes.UNKNOWN_EVENT),
+    (body(event_type=2001), codes.BAD_REQUEST),
+    (b"{", codes.BAD_REQUEST),
+])
+def test_bad_program_events(raw: bytes, code: str) -> None:
+    with pytest.raises(BadEvent) as info:
+        parse_program(json.loads(raw)["event_type"] if raw != b"{" else 2001, raw)
+    assert info.value.code == code
