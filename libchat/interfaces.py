@@ -90,3 +90,13 @@ class IStore(Interface):
 
     def flush():
         """Write every changed record; returns a Deferred."""
+
+    def pending():
+        """{channel: [event, ...]}: replies kept for an absent upstream by a
+        previous run, oldest first (restored by the router at start)."""
+
+    def pending_put(channel: str, event: dict) -> None:
+        """A reply was queued for ``channel`` because no upstream could take it."""
+
+    def pending_taken(channel: str, count: int) -> None:
+        """The ``count`` oldest queued replies of ``channel`` were delivered."""

@@ -125,8 +125,12 @@ class Router:
     def start(self) -> None:
         """Load kept dialogs. A dialog whose program was running when the
         previous server died is reopened, and its upstream is told with a
-        2002 ``program_exited`` (delivered once an upstream connects)."""
-        for record in self.store.load():
+        2002 ``program_exited`` (delivered once an upstream connects).
+        Replies a previous run kept for an absent upstream are queued again."""
+        records = self.store.load()
+        for channel, events in self.store.pending().items():  # durable pending queue
+            self._pending[channel].extend(events)
+        for record in records:
             if record.state == FOREGROUND:
                 dialog = self._dialog_for(record)
                 record.state = OPEN
@@ -149,8 +153,12 @@ class Router:
         """A front door connected; hand it what waited for its channel."""
         self._upstreams.append(upstream)
         queue = self._pending.get(upstream.channel)
+        sent = 0
         while queue and upstream.alive():
             upstream.deliver(queue.popleft())
+            sent += 1
+        if sent:
+            self.store.pending_taken(upstream.channel, sent)
 
     def detach(self, upstream: IUpstream) -> None:
         if upstream in self._upstreams:
@@ -174,10 +182,12 @@ class Router:
         if len(queue) >= self.max_pending:
             # the oldest is dropped only past a very large bound, and loudly
             dropped = queue.popleft()
+            self.store.pending_taken(dialog.record.channel, 1)
             self.log.error("pending queue full for {channel}; dropped a {etype} of {dialog_id}",
                            channel=dialog.record.channel, etype=dropped.get("event_type"),
                            dialog_id=dropped.get("dialog_id"))
         queue.append(event)
+        self.store.pending_put(dialog.record.channel, event)
 
     # -- dialogs -----------------------------------------------------------
 

@@ -9,6 +9,7 @@ old file or the new one, never half of either.
 from __future__ import annotations
 
 import os
+from collections import deque
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,6 +20,7 @@ from zope.interface import implementer
 
 from libchat.events import valid_dialog_id
 from libchat.interfaces import IStore
+from libchat.journal import Journal
 from libchat.jsonc import dumps_pretty, loads
 from libchat.records import DialogRecord
 
@@ -80,6 +82,16 @@ class MemoryStore:
                 if slot not in self._memory or self._memory[slot][0] <= at:
                     self._memory[slot] = (at, item.get("value"))
 
+    # replies kept for an absent upstream: only the file store makes them durable
+    def pending(self) -> dict[str, list[dict[str, Any]]]:
+        return {}
+
+    def pending_put(self, channel: str, event: dict[str, Any]) -> None:
+        pass
+
+    def pending_taken(self, channel: str, count: int) -> None:
+        pass
+
     def take_dirty(self) -> list[DialogRecord]:
         dirty, self._dirty = list(self._dirty.values()), {}
         return dirty
@@ -110,16 +122,40 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def snapshot_of(record: DialogRecord) -> dict[str, Any]:
+    """A copy the flush thread may serialise while the reactor keeps changing
+    the record: the containers are copied; entries and values are never
+    mutated after they are added, so they are shared."""
+    data = record.to_json()
+    data["messages"] = list(record.messages)
+    data["memory"] = {p: dict(keys) for p, keys in record.memory.items()}
+    return data
+
+
+HEADER_FIELDS = ("user_id", "created_at", "updated_at", "program", "state", "channel", "seq")
+
+
 @implementer(IStore)
 class JsonFileStore(MemoryStore):
-    """One ``<dialog_id>.json`` per dialog in ``directory``."""
+    """One ``<dialog_id>.json`` per dialog in ``directory``, plus a journal
+    (:mod:`libchat.journal`) of what changed since: memory saves (the 200
+    waits for its fsync), transcript/state changes and the pending reply
+    queues (written behind, within one group commit)."""
 
-    def __init__(self, directory: str | Path, run_io: RunIO = run_inline) -> None:
+    def __init__(self, directory: str | Path, run_io: RunIO = run_inline,
+                 journal: bool = True) -> None:
         super().__init__()
         self.directory = Path(directory)
         self.run_io = run_io
         self._flushing: defer.Deferred[int] | None = None
         self._waiters: list[defer.Deferred[int]] = []
+        self.journal = Journal(self.directory / ".journal", run_io) if journal else None
+        if self.journal is not None:
+            self.journal.collect = self._deltas
+        self._notes: dict[str, DialogRecord] = {}  # changed since last journaled
+        self._journaled: dict[str, tuple[Any, ...]] = {}  # dialog -> header last journaled
+        self._pending: dict[str, deque[dict[str, Any]]] = {}
+        self._checkpointed = -1  # journal.appended at the last checkpoint
 
     def path_for(self, dialog_id: str) -> Path:
         # dialog ids are validated at the door; this is the last line of defence
@@ -144,35 +180,162 @@ class JsonFileStore(MemoryStore):
             self._index(record)
         for stale in self.directory.glob(".*.json.tmp"):
             stale.unlink(missing_ok=True)
-        self.log.info("loaded {count} dialogs from {directory}",
-                      count=len(self._records), directory=str(self.directory))
+        replayed = self._replay() if self.journal is not None else 0
+        for record in self._records.values():
+            self._journaled[record.dialog_id] = self._header(record)
+        self.log.info("loaded {count} dialogs from {directory} ({replayed} journal entries)",
+                      count=len(self._records), directory=str(self.directory),
+                      replayed=replayed)
         return list(self._records.values())
 
+    # -- journal -----------------------------------------------------------------
+
+    @staticmethod
+    def _header(record: DialogRecord) -> tuple[Any, ...]:
+        return tuple(getattr(record, f) for f in HEADER_FIELDS if f != "updated_at")
+
+    def changed(self, record: DialogRecord) -> None:
+        super().changed(record)
+        if self.journal is not None:
+            self._notes[record.dialog_id] = record
+            self.journal.kick()
+
+    def _deltas(self) -> list[dict[str, Any]]:
+        """Journal entries for what changed in records since last journaled."""
+        notes, self._notes = self._notes, {}
+        out = []
+        for dialog_id, record in notes.items():
+            before = self._journaled.get(dialog_id)
+            header = self._header(record)
+            new = record.seq - (before[-1] if before else 0)
+            if header == before:
+                continue
+            self._journaled[dialog_id] = header
+            out.append({"t": "rec", "d": dialog_id,
+                        "h": {f: getattr(record, f) for f in HEADER_FIELDS},
+                        "m": record.messages[-new:] if new > 0 else []})
+        return out
+
+    def _replay(self) -> int:
+        assert self.journal is not None
+        for channel, events in self.journal.pending.items():
+            self._pending[channel] = deque(events)
+        count = 0
+        for entry in self.journal.replay():
+            try:
+                self._apply(entry)
+                count += 1
+            except Exception as e:  # one bad entry must not stop the server
+                self.log.error("skipping a bad journal entry: {error}", error=repr(e))
+        return count
+
+    def _apply(self, entry: dict[str, Any]) -> None:
+        kind = entry["t"]
+        if kind == "pq":
+            self._pending.setdefault(entry["c"], deque()).append(entry["e"])
+        elif kind == "pt":
+            queue = self._pending.get(entry["c"], deque())
+            for _ in range(min(int(entry["n"]), len(queue))):
+                queue.popleft()
+        elif kind == "mem":
+            slot = (entry["u"], entry["p"], entry["k"])
+            if slot not in self._memory or self._memory[slot][0] <= entry["at"]:
+                self._memory[slot] = (entry["at"], entry["v"])
+            record = self._records.get(entry["d"])
+            if record is not None:
+                record.remember(entry["p"], entry["k"], entry["v"], entry["at"])
+                self._dirty[record.dialog_id] = record
+        elif kind == "rec":
+            self._apply_record(entry["d"], entry["h"], entry["m"])
+
+    def _apply_record(self, dialog_id: str, header: dict[str, Any],
+                      messages: list[dict[str, Any]]) -> None:
+        self.path_for(dialog_id)  # refuses an id that is not a safe file name
+        record = self._records.get(dialog_id)
+        if record is None:
+            record = self._records[dialog_id] = DialogRecord(
+                dialog_id=dialog_id, user_id=header["user_id"],
+                created_at=header["created_at"], updated_at=header["updated_at"])
+        if header["seq"] >= record.seq:  # an older entry never rolls a record back
+            for f in ("updated_at", "program", "state", "channel"):
+                setattr(record, f, header[f])
+        for m in messages:
+            if int(m["seq"]) > record.seq:
+                record.messages.append(m)
+                record.seq = int(m["seq"])
+        self._dirty[dialog_id] = record
+
+    def memory_set(
+        self, user_id: str, program: str, key: str, value: Any, dialog_id: str, now: float = 0.0
+    ) -> "defer.Deferred[None]":
+        """Answered once the save is in the journal and fsynced."""
+        if self.journal is None:
+            return super().memory_set(user_id, program, key, value, dialog_id, now)
+        d = self.journal.append({"t": "mem", "u": user_id, "p": program, "k": key,
+                                 "v": value, "d": dialog_id, "at": now})
+        super().memory_set(user_id, program, key, value, dialog_id, now)
+        return d
+
+    # -- pending replies ---------------------------------------------------------
+
+    def pending(self) -> dict[str, list[dict[str, Any]]]:
+        return {c: list(q) for c, q in self._pending.items() if q}
+
+    def pending_put(self, channel: str, event: dict[str, Any]) -> None:
+        self._pending.setdefault(channel, deque()).append(event)
+        self._journal_behind({"t": "pq", "c": channel, "e": event})
+
+    def pending_taken(self, channel: str, count: int) -> None:
+        queue = self._pending.get(channel, deque())
+        for _ in range(min(count, len(queue))):
+            queue.popleft()
+        self._journal_behind({"t": "pt", "c": channel, "n": count})
+
+    def _journal_behind(self, entry: dict[str, Any]) -> None:
+        if self.journal is not None:
+            self.journal.append(entry).addErrback(
+                lambda f: self.log.failure("journaling a pending reply failed", f))
+
+    # -- snapshots ---------------------------------------------------------------
+
     def flush(self) -> "defer.Deferred[int]":
-        """Write changed records. A call during a flush waits for the next one."""
+        """Write changed records, then a journal checkpoint that lets the
+        journal drop what the files now hold. Serialising and writing happen
+        in ``run_io``; the reactor only copies containers. A call during a
+        flush waits for the next one."""
         if self._flushing is not None:
             waiter: defer.Deferred[int] = defer.Deferred()
             self._waiters.append(waiter)
             return waiter
-        batch = [(r.dialog_id, self.path_for(r.dialog_id).name, dumps_pretty(r.to_json()))
+        batch = [(r.dialog_id, self.path_for(r.dialog_id).name, snapshot_of(r))
                  for r in self.take_dirty()]
-        if not batch:
+        journal = self.journal
+        cut, pending = 0, {}
+        if journal is not None and journal.appended != self._checkpointed:
+            self._checkpointed = journal.appended
+            cut, pending = journal.rotate(), self.pending()
+        if not batch and not cut:
             return defer.succeed(0)
 
         def write_all() -> int:
             self.directory.mkdir(parents=True, exist_ok=True)
             for _, name, data in batch:
-                write_atomic(self.directory, name, data)
+                write_atomic(self.directory, name, dumps_pretty(data))
             fsync_dir(self.directory)
+            if cut and journal is not None:
+                journal.checkpoint(cut, pending)
             return len(batch)
 
         def done(result: Any) -> Any:
             self._flushing = None
             if isinstance(result, Failure):  # keep them dirty: the next flush retries
+                self._checkpointed = -1
                 for dialog_id, _, _ in batch:
                     rec = self._records.get(dialog_id)
                     if rec is not None:
                         self._dirty.setdefault(dialog_id, rec)
+            elif cut and journal is not None:
+                journal.compact(cut)
             waiters, self._waiters = self._waiters, []
             if waiters:
                 def fan_out(r: Any) -> None:
