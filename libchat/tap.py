@@ -22,7 +22,8 @@ from libchat.front import FrontFactory
 from libchat.library import ProgramLibrary
 from libchat.memory import MemoryAPI
 from libchat.router import Router
-from libchat.runner import NodeRuntime, make_runtime_dir
+from libchat.reaper import RunDir, Watchdog
+from libchat.runner import NodeRuntime
 from libchat.store import JsonFileStore
 from libchat.wire import DEFAULT_MAX_FRAME, MAGIC
 
@@ -185,8 +186,11 @@ class LibchatService(service.MultiService):
         self.router = router
         self.store = store
         self.runtime = runtime
+        self.watchdog: Watchdog | None = None  # outlives the programs (libchat.reaper)
 
     def startService(self) -> None:
+        if self.watchdog is not None:
+            self.watchdog.start()
         self.router.start()
         super().startService()
         self.log.info("libchat ready")
@@ -194,6 +198,7 @@ class LibchatService(service.MultiService):
     def stopService(self) -> "defer.Deferred[Any]":
         d = defer.maybeDeferred(super().stopService)
         d.addBoth(lambda _: self.router.stop())
+        d.addBoth(lambda _: self.watchdog.stop() if self.watchdog is not None else None)
         d.addBoth(lambda _: self.log.info("libchat stopped"))
         return d
 
@@ -214,9 +219,10 @@ def makeService(options: Options, reactor: Any = None) -> LibchatService:
         port = api.port
         return getattr(port.getHost(), "port", 0) if port is not None else 0
 
+    run = RunDir.create(options["runtime-dir"])  # also removes what dead runs left
     runtime = NodeRuntime(
         reactor, library, api_port=api_port, node=options["node"],
-        runtime_dir=make_runtime_dir(options["runtime-dir"]),
+        runtime_dir=run.path, base_env=run.env(),
         magic=options["magic"], max_frame=options["max-frame"],
         start_timeout=options["start-timeout"], kill_grace=options["kill-grace"],
     )
@@ -226,6 +232,7 @@ def makeService(options: Options, reactor: Any = None) -> LibchatService:
         kill_grace=options["kill-grace"], background_limit=options["background-limit"],
     )
     top = LibchatService(router, store, runtime)
+    top.watchdog = Watchdog(reactor, run, options["kill-grace"])
     api = ListeningService("api", api_endpoint,
                            Site(MemoryAPI(router, store, reactor.seconds).app.resource()))
     api.setServiceParent(top)
