@@ -46,8 +46,11 @@ def test_kill9_then_restart_loses_nothing_acknowledged(server: Any, tmp_path: Pa
     assert [e["event_type"] for e in got] == [2001, 2002]
     c.close()
     journal = tmp_path / "data" / ".journal"
-    wait_until(lambda: any(b"done in background" in p.read_bytes()
-                           for p in journal.glob("*.log")), what="pending reply journaled")
+
+    def queued() -> bool:  # written behind, within one group commit
+        return any(b'"t":"pq"' in line and b"done in background" in line
+                   for p in journal.glob("*.log") for line in p.read_bytes().splitlines())
+    wait_until(queued, what="pending reply journaled")
     assert not list((tmp_path / "data").glob("*.json")), "a snapshot was written; the test " \
         "must prove the journal alone"
 
@@ -62,7 +65,7 @@ def test_kill9_then_restart_loses_nothing_acknowledged(server: Any, tmp_path: Pa
         try:
             events.append(c.recv())
         except TimeoutError:
-            raise AssertionError(f"{events}\n" + "\n".join(second.lines))
+            raise AssertionError(f"{events}\n" + "\n".join(second.lines)) from None
     by_dialog = {(e["dialog_id"], e["event_type"]): e for e in events}
     assert len(events) == 3, events  # exactly once each
     assert by_dialog[("bg-1", 2001)]["messages"]["content"] == "done in background"
