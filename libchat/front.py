@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -17,32 +18,93 @@ from libchat import codes
 from libchat.events import BadEvent, parse_upstream
 from libchat.interfaces import IUpstream
 from libchat.router import Router
-from libchat.wire import DEFAULT_MAX_FRAME, MAGIC, FrameProtocol
+from libchat.wire import DEFAULT_MAX_FRAME, MAGIC, FrameError, FrameProtocol
 
 
-@implementer(IUpstream)
+@implementer(IUpstream, IPushProducer)
 class FrontProtocol(FrameProtocol):
+    """Backpressure (docs/security.md): the connection is a push producer for
+    its own transport. When the client stops reading and Twisted's write
+    buffer fills, ``pauseProducing`` makes it not ``alive()`` (the router
+    keeps its replies in the durable pending queue or gives them to another
+    connection) and stops reading from it; ``resumeProducing`` reads again
+    and hands it what waited. A frame left incomplete for ``frame_timeout``
+    seconds closes the connection; an idle connection is never timed out."""
+
     channel = "frame"
     router: Router
+    clock: IReactorTime
+    frame_timeout: float = 30.0
 
     def connectionMade(self) -> None:
         super().connectionMade()
         self._open = True
+        self._paused = False
+        self._stall: IDelayedCall | None = None
+        self._frames = 0
+        self.transport.registerProducer(self, True)
         self.log.info("front connection from {peer}", peer=str(self.transport.getPeer()))
         self.router.attach(self)
 
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
         self._open = False
+        self._disarm()
         self.router.detach(self)
         self.log.info("front connection {peer} closed", peer=str(self.transport.getPeer()))
 
     def alive(self) -> bool:
-        return self._open and not self.transport.disconnecting
+        return self._open and not self._paused and not self.transport.disconnecting
+
+    # -- backpressure (IPushProducer) -------------------------------------------
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+        self._disarm()  # a client we stopped reading from is not stalling
+        self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        if not self._open:
+            return
+        self._paused = False
+        self.transport.resumeProducing()
+        self._arm(progress=True)
+        self.router.drain(self)
+
+    def stopProducing(self) -> None:
+        self._open = False
+
+    # -- stalled frames ----------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        before = self._frames
+        super().dataReceived(data)
+        if self._open and not getattr(self.transport, "disconnecting", False):
+            self._arm(progress=self._frames != before)
+
+    def _arm(self, progress: bool) -> None:
+        """Time the frame being received; a completed frame restarts the clock."""
+        if not self.decoder.buffered() or self._paused or self.frame_timeout <= 0:
+            self._disarm()
+        elif self._stall is None or not self._stall.active():
+            self._stall = self.clock.callLater(self.frame_timeout, self._stalled)
+        elif progress:
+            self._stall.reset(self.frame_timeout)
+
+    def _disarm(self) -> None:
+        if self._stall is not None and self._stall.active():
+            self._stall.cancel()
+        self._stall = None
+
+    def _stalled(self) -> None:
+        self._stall = None
+        self.frameError(FrameError(codes.BAD_FRAME, f"frame incomplete for "
+                                   f"{self.frame_timeout:g}s ({self.decoder.buffered()} bytes)"))
 
     def deliver(self, event: dict[str, Any]) -> None:
         self.sendEvent(event)
 
     def frameReceived(self, event_type: int, body: bytes) -> None:
+        self._frames += 1
         try:
             event = parse_upstream(event_type, body)
             answer = self.router.receive(self, event)
@@ -59,15 +121,20 @@ class FrontFactory(Factory):
     protocol = FrontProtocol
 
     def __init__(self, router: Router, magic: int = MAGIC,
-                 max_frame: int = DEFAULT_MAX_FRAME) -> None:
+                 max_frame: int = DEFAULT_MAX_FRAME, frame_timeout: float = 30.0,
+                 clock: IReactorTime | None = None) -> None:
         self.router = router
         self.magic = magic
         self.max_frame = max_frame
+        self.frame_timeout = frame_timeout
+        self.clock = clock or router.clock
 
     def buildProtocol(self, addr: Any) -> FrontProtocol:
         p = FrontProtocol()
         p.factory = self
         p.router = self.router
+        p.clock = self.clock
+        p.frame_timeout = self.frame_timeout
         p.magic = self.magic
         p.max_frame = self.max_frame
         return p

@@ -101,6 +101,7 @@ class Router:
         kill_grace: float = 5.0,
         background_limit: float = 3600.0,
         max_pending: int = 100_000,
+        pending_high: int = 1000,
         now: Callable[[], float] | None = None,
     ) -> None:
         self.clock = clock
@@ -112,6 +113,8 @@ class Router:
         self.kill_grace = kill_grace
         self.background_limit = background_limit
         self.max_pending = max_pending
+        self.pending_high = pending_high
+        self._congested = False
         self.now = now or clock.seconds
         self._dialogs: dict[str, Dialog] = {}
         self._bindings: dict[IInstance, Binding] = {}
@@ -152,6 +155,11 @@ class Router:
     def attach(self, upstream: IUpstream) -> None:
         """A front door connected; hand it what waited for its channel."""
         self._upstreams.append(upstream)
+        self.drain(upstream)
+
+    def drain(self, upstream: IUpstream) -> None:
+        """Hand an upstream what waited for its channel (at connect, and when
+        it can take more again after backpressure)."""
         queue = self._pending.get(upstream.channel)
         sent = 0
         while queue and upstream.alive():
@@ -159,6 +167,15 @@ class Router:
             sent += 1
         if sent:
             self.store.pending_taken(upstream.channel, sent)
+        if self._congested and self._pending_total() <= self.pending_high // 2:
+            self._congested = False
+            self.log.info("pending replies drained; programs may send again")
+            resume = getattr(self.runtime, "resume_reading", None)  # optional in IRuntime
+            if resume is not None:
+                resume()
+
+    def _pending_total(self) -> int:
+        return sum(len(q) for q in self._pending.values())
 
     def detach(self, upstream: IUpstream) -> None:
         if upstream in self._upstreams:
@@ -188,6 +205,15 @@ class Router:
                            dialog_id=dropped.get("dialog_id"))
         queue.append(event)
         self.store.pending_put(dialog.record.channel, event)
+        if not self._congested and self._pending_total() >= self.pending_high:
+            # backpressure: stop reading program sockets until upstreams take
+            # replies again; programs block on their own socket, nothing is lost
+            self._congested = True
+            self.log.warn("{count} replies wait for an upstream; pausing programs",
+                          count=self._pending_total())
+            pause = getattr(self.runtime, "pause_reading", None)
+            if pause is not None:
+                pause()
 
     # -- dialogs -----------------------------------------------------------
 

@@ -16,6 +16,8 @@ import os
 import secrets
 import shutil
 import signal
+import socket
+import struct
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -38,6 +40,13 @@ NODE_SDK_DIR = Path(__file__).parent / "node"
 MAX_LOG_LINE = 4096
 
 
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
+
+
 def make_runtime_dir(base: str | None = None) -> Path:
     """A fresh 0700 directory for sockets; short, so ``sun_path`` (108 bytes)
     never overflows whatever the dialog id."""
@@ -47,14 +56,50 @@ def make_runtime_dir(base: str | None = None) -> Path:
     return path
 
 
+def peer_pid(transport: Any) -> int | None:
+    """The pid of the process at the other end of a Unix socket (SO_PEERCRED),
+    or None if it is another user's or cannot be told."""
+    try:
+        raw = transport.getHandle().getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                               struct.calcsize("3i"))
+    except (AttributeError, OSError):
+        return None
+    pid, uid, _gid = struct.unpack("3i", raw)
+    return pid if uid == os.getuid() else None
+
+
 class ProgramConnection(FrameProtocol):
-    """The program's side of its socket, as seen by libchat."""
+    """The program's side of its socket, as seen by libchat.
+
+    It is a push producer for its transport only to learn when the program
+    stops reading: what libchat then sends is counted, and past the
+    instance's backlog limit the instance is stopped (see NodeInstance.send).
+    """
 
     instance: "NodeInstance"
+    refused = False
+    paused = False
+    backlog = 0  # bytes written while the transport's buffer was full
 
     def connectionMade(self) -> None:
         super().connectionMade()
+        if not self.instance._peer_ok(peer_pid(self.transport)):
+            self.refused = True
+            self.transport.abortConnection()
+            return
+        self.transport.registerProducer(self, True)
+        if self.instance.runtime.reading_paused:
+            self.transport.pauseProducing()
         self.instance._connected(self)
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused, self.backlog = False, 0
+
+    def stopProducing(self) -> None:
+        pass
 
     def frameReceived(self, event_type: int, body: bytes) -> None:
         try:
@@ -68,7 +113,8 @@ class ProgramConnection(FrameProtocol):
         self.instance._event(event)
 
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
-        self.instance._disconnected(self)
+        if not self.refused:
+            self.instance._disconnected(self)
 
 
 class ProgramFactory(Factory):
@@ -222,6 +268,18 @@ class NodeInstance:
             connection.transport.write(frame)
         self.owner.instanceConnected(self)
 
+    def _peer_ok(self, pid: int | None) -> bool:
+        """Only the instance's own process (or one of its process group) may
+        connect: a same-user foreign process that found the socket is refused
+        and the instance is unaffected."""
+        ok = pid is not None and self.pid is not None and (
+            pid == self.pid or _pgid(pid) == self.pid)
+        if not ok:
+            self.log.warn("refusing a connection to instance {instance_id} from pid {peer} "
+                          "(not its process group {pid})", instance_id=self.instance_id,
+                          peer=pid, pid=self.pid)
+        return ok
+
     def _event(self, event: dict[str, Any]) -> None:
         self.owner.instanceEvent(self, event)
 
@@ -234,11 +292,32 @@ class NodeInstance:
                 self.stop(drain=min(1.0, self.runtime.kill_grace))
 
     def send(self, event: dict[str, Any]) -> None:
+        """Queue an event for the program. A program that does not read (or
+        has not connected yet) may hold at most ``runtime.max_backlog`` unread
+        bytes; past that the instance is stopped (the dialog gets 2002
+        ``program_exited``), so it cannot make libchat buffer without bound."""
         frame = encode_event(event, self.runtime.magic)
-        if self.connection is not None:
-            self.connection.transport.write(frame)
+        conn = self.connection
+        if conn is not None:
+            if conn.paused:
+                conn.backlog += len(frame)
+                if conn.backlog > self.runtime.max_backlog:
+                    self._overflow(conn.backlog)
+                    return
+            conn.transport.write(frame)
         elif self.state == "starting":
             self._queue.append(frame)
+            if sum(map(len, self._queue)) > self.runtime.max_backlog:
+                self._overflow(sum(map(len, self._queue)))
+
+    def _overflow(self, unread: int) -> None:
+        if self.stopping:
+            return
+        self.log.warn("{program} of {dialog_id} is not reading its socket ({unread} bytes "
+                      "unread); stopping it", program=self.program, dialog_id=self.dialog_id,
+                      unread=unread)
+        self._queue = []
+        self.stop()
 
     # -- stopping ----------------------------------------------------------
 
@@ -334,7 +413,8 @@ class NodeRuntime:
                  api_host: str = "127.0.0.1", node: str = "node",
                  runtime_dir: Path | None = None, magic: int = MAGIC,
                  max_frame: int = DEFAULT_MAX_FRAME, start_timeout: float = 10.0,
-                 kill_grace: float = 5.0, base_env: dict[str, str] | None = None) -> None:
+                 kill_grace: float = 5.0, base_env: dict[str, str] | None = None,
+                 max_backlog: int | None = None) -> None:
         self.reactor = reactor
         self.library = library
         self.api_port = api_port
@@ -351,6 +431,10 @@ class NodeRuntime:
         self.setsid_bin = shutil.which("setsid")
         self._ids = itertools.count(1)
         self._live: dict[str, NodeInstance] = {}
+        # unread bytes a program may leave before it is stopped: one frame of
+        # the largest size always fits
+        self.max_backlog = max_backlog if max_backlog is not None else max_frame + 1024 * 1024
+        self.reading_paused = False
 
     def start(self, program: str, dialog_id: str, user_id: str,
               owner: IInstanceOwner) -> NodeInstance:
@@ -364,6 +448,19 @@ class NodeRuntime:
 
     def live(self) -> list[NodeInstance]:
         return list(self._live.values())
+
+    def pause_reading(self) -> None:
+        """Stop reading every program socket (router backpressure)."""
+        self.reading_paused = True
+        for instance in self._live.values():
+            if instance.connection is not None and instance.connection.transport is not None:
+                instance.connection.transport.pauseProducing()
+
+    def resume_reading(self) -> None:
+        self.reading_paused = False
+        for instance in self._live.values():
+            if instance.connection is not None and instance.connection.transport is not None:
+                instance.connection.transport.resumeProducing()
 
     def stopAll(self) -> "defer.Deferred[Any]":
         stops = [i.stop() for i in list(self._live.values())]

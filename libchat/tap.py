@@ -81,6 +81,8 @@ class Options(usage.Options):
         ["magic", None, MAGIC, "Frame magic number (decimal or 0x hex).", _magic],
         ["background-limit", None, 3600.0, "Seconds a program may keep running in the "
          "background after its 2002 (0: no limit).", _positive(float, "background-limit", 0)],
+        ["frame-timeout", None, 30.0, "Seconds a front connection may leave a frame "
+         "incomplete before it is closed (0: never).", _positive(float, "frame-timeout", 0)],
         ["runtime-dir", None, None, "Parent of the private socket directory "
          "(default $XDG_RUNTIME_DIR or /tmp)."],
     ]
@@ -236,7 +238,8 @@ def makeService(options: Options, reactor: Any = None) -> LibchatService:
     api = ListeningService("api", api_endpoint,
                            Site(MemoryAPI(router, store, reactor.seconds).app.resource()))
     api.setServiceParent(top)
-    front_factory = FrontFactory(router, magic=options["magic"], max_frame=options["max-frame"])
+    front_factory = FrontFactory(router, magic=options["magic"], max_frame=options["max-frame"],
+                                 frame_timeout=options["frame-timeout"], clock=reactor)
     for description in options["front"]:
         ListeningService("front", endpoints.serverFromString(reactor, description),
                          front_factory).setServiceParent(top)

@@ -1,0 +1,73 @@
+"""A router over verified fakes and a clock, for the hardening unit tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+
+from libchat.front import FrontFactory, FrontProtocol
+from libchat.library import ProgramLibrary
+from libchat.router import Router
+from libchat.store import MemoryStore
+from libchat.testing import FakeRuntime
+
+
+class PausableRuntime(FakeRuntime):
+    """A fake runtime that records router backpressure calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def pause_reading(self) -> None:
+        self.calls.append("pause")
+
+    def resume_reading(self) -> None:
+        self.calls.append("resume")
+
+
+def make_program(base: Path, name: str, **rules: Any) -> None:
+    d = base / name
+    d.mkdir(parents=True, exist_ok=True)
+    (d / f"{name}.js").write_text("// test program\n")
+    if rules:
+        (d / "package.json").write_text(json.dumps({"name": name, "libchat": rules}))
+
+
+class World:
+    def __init__(self, tmp: Path, store: Any = None, **router_kw: Any) -> None:
+        self.clock = Clock()
+        make_program(tmp / "programs", "echo", keywords=["echo"])
+        self.library = ProgramLibrary([tmp / "programs"], now=self.clock.seconds)
+        self.runtime = PausableRuntime()
+        self.store = store or MemoryStore()
+        self.router = Router(self.clock, self.library, self.runtime, self.store, **router_kw)
+        self.router.start()
+        self.factory = FrontFactory(self.router, max_frame=1024, frame_timeout=30,
+                                    clock=self.clock)
+
+    def connect(self) -> tuple[FrontProtocol, StringTransport]:
+        proto = self.factory.buildProtocol(None)
+        transport = StringTransport()
+        proto.makeConnection(transport)
+        return proto, transport
+
+
+def user_message(content: str = "echo hi", dialog_id: str = "d1", user_id: str = "u1",
+                 **extra: Any) -> dict[str, Any]:
+    return {"event_type": 1001, "dialog_id": dialog_id, "user_id": user_id,
+            "message_id": extra.pop("message_id", f"m-{content}"),
+            "messages": {"content": content, "attachments": []}, **extra}
+
+
+def frames(transport: StringTransport) -> list[dict[str, Any]]:
+    from libchat.jsonc import loads
+    from libchat.wire import FrameDecoder
+
+    got, error = FrameDecoder(max_length=1 << 30).feed(transport.value())
+    assert error is None
+    return [loads(body) for _, body in got]
