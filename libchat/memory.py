@@ -13,6 +13,7 @@ from klein import Klein
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
+from twisted.web.server import Request, Site
 
 from libchat import codes
 from libchat.interfaces import IStore
@@ -23,6 +24,32 @@ MAX_BODY = 1024 * 1024
 MAX_KEY = 256
 SAVE = "save_tool_memory"
 QUERY = "query_tool_memory"
+
+
+class BoundedRequest(Request):
+    """A request that keeps at most ``max_body`` bytes of its body: a larger
+    one (by Content-Length, or as chunks arrive) is read and discarded, and
+    the API answers 413. Twisted's own Request would spool any size to a
+    temporary file first."""
+
+    max_body = MAX_BODY
+    too_large = False
+
+    def gotLength(self, length: int | None) -> None:
+        if length is not None and length > self.max_body:
+            self.too_large = True
+            length = 0
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self.too_large:
+            return
+        if self.content.tell() + len(data) > self.max_body:
+            self.too_large = True
+            self.content.seek(0)
+            self.content.truncate()
+            return
+        super().handleContentChunk(data)
 
 
 class TokenLookup(Protocol):
@@ -67,7 +94,7 @@ class MemoryAPI:
             raise ApiError(415, codes.BAD_REQUEST, "Content-Type must be application/json")
         content = request.content
         content.seek(0, 2)
-        if content.tell() > MAX_BODY:
+        if getattr(request, "too_large", False) or content.tell() > MAX_BODY:
             raise ApiError(413, codes.MSG_TOO_LARGE, f"body over {MAX_BODY} bytes")
         content.seek(0)
         try:
@@ -89,6 +116,18 @@ class MemoryAPI:
         return json_response(request, 500, {"code": codes.INTERNAL_ERROR,
                                             "message": "internal error; see the server log"})
 
+    def site(self) -> Site:
+        """The HTTP site to listen with (bodies bounded while they arrive)."""
+        site = Site(self.app.resource())
+        site.requestFactory = BoundedRequest
+        return site
+
+    @app.route("/memory", methods=["GET", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"])
+    def wrong_method(self, request: IRequest) -> bytes:
+        request.setHeader(b"Allow", b"POST")
+        return json_response(request, 405, {"code": "METHOD_NOT_ALLOWED",
+                                            "message": "use POST /memory"})
+
     @app.route("/memory", methods=["POST"])
     @defer.inlineCallbacks
     def memory(self, request: IRequest) -> Any:
@@ -103,6 +142,8 @@ class MemoryAPI:
         if not isinstance(key, str) or not 1 <= len(key) <= MAX_KEY:
             raise ApiError(400, codes.BAD_REQUEST, f"key must be a string of 1..{MAX_KEY} chars")
         user_id = body.get("user_id", caller.user_id)
+        if not isinstance(user_id, str):
+            raise ApiError(400, codes.BAD_REQUEST, "user_id must be a string")
         if user_id != caller.user_id:
             raise ApiError(403, "FORBIDDEN", "user_id is not the token's user")
         if action == QUERY:

@@ -16,7 +16,6 @@ from twisted.internet.protocol import Factory
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python import usage
-from twisted.web.server import Site
 
 from libchat.front import FrontFactory
 from libchat.library import ProgramLibrary
@@ -235,8 +234,7 @@ def makeService(options: Options, reactor: Any = None) -> LibchatService:
     )
     top = LibchatService(router, store, runtime)
     top.watchdog = Watchdog(reactor, run, options["kill-grace"])
-    api = ListeningService("api", api_endpoint,
-                           Site(MemoryAPI(router, store, reactor.seconds).app.resource()))
+    api = ListeningService("api", api_endpoint, MemoryAPI(router, store, reactor.seconds).site())
     api.setServiceParent(top)
     front_factory = FrontFactory(router, magic=options["magic"], max_frame=options["max-frame"],
                                  frame_timeout=options["frame-timeout"], clock=reactor)
