@@ -134,7 +134,12 @@ class Router:
         for channel, events in self.store.pending().items():  # durable pending queue
             self._pending[channel].extend(events)
         for record in records:
-            if record.state == FOREGROUND:
+            # a last entry that is a user message means a crash came between
+            # binding the dialog and journaling its state: treat it the same
+            last = record.messages[-1].get("event_type") if record.messages else None
+            if record.state == FOREGROUND or (last == codes.USER_MESSAGE
+                                              and record.program is not None
+                                              and record.state == OPEN):
                 dialog = self._dialog_for(record)
                 record.state = OPEN
                 self._emit(dialog, codes.ENDED, program=record.program,
