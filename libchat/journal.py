@@ -7,9 +7,13 @@ snapshots loses nothing that was acknowledged. Layout, under ``DATA/.journal/``:
 - ``00000001.log``, ``00000002.log``, ...: segments of lines
   ``<crc32 as 8 hex digits> <JSON>\\n``. A torn last line (a crash mid-write)
   fails its checksum and is ignored: it was never acknowledged.
-- ``checkpoint.json``: ``{"through": N, "pending": {...}}``, written atomically
-  after a snapshot: segments up to ``N`` are covered by the snapshot files and
-  are deleted; the pending reply queues are stored whole.
+- ``checkpoint.json``: ``{"through": N, "lsn": L, "pending": {...}}``, written
+  atomically after a snapshot: segments up to ``N`` and every entry numbered
+  up to ``L`` are covered by the snapshot files; the segments are deleted and
+  the pending reply queues are stored whole. Every entry carries its number
+  (``lsn``, given when it is queued): an entry queued before a snapshot but
+  written after it lands in a newer segment, and replaying it again would
+  deliver a pending reply twice.
 
 Writes go through one writer at a time (``run_io``, a thread in production):
 everything queued while a write is in flight goes out in the next one, with a
@@ -91,10 +95,12 @@ class Journal:
         self.run_io = run_io
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.through = 0  # segments <= through are covered by the checkpoint
+        self.lsn = 0  # entries numbered <= lsn are covered by the checkpoint
         self.pending: dict[str, list[dict[str, Any]]] = {}
         self._read_checkpoint()
         existing = self.segments()
         self.segment = max([n for n, _ in existing] + [self.through]) + 1
+        self._next_lsn = self.lsn + 1
         self._lines: list[bytes] = []
         self._waiters: list[defer.Deferred[None]] = []
         self._drop_through = 0
@@ -112,6 +118,7 @@ class Journal:
             return
         data = loads(path.read_bytes())
         self.through = int(data.get("through", 0))
+        self.lsn = int(data.get("lsn", 0))
         self.pending = {str(k): list(v) for k, v in dict(data.get("pending", {})).items()}
 
     def segments(self) -> list[tuple[int, Path]]:
@@ -140,6 +147,10 @@ class Journal:
                         self.log.error("skipping a corrupt line {i} in journal segment {n}",
                                        i=i + 1, n=n)
                     continue
+                lsn = entry.get("lsn", 0)
+                self._next_lsn = max(self._next_lsn, lsn + 1)
+                if lsn and lsn <= self.lsn:
+                    continue  # queued before the checkpoint, written after it
                 yield entry
 
     # -- writing --------------------------------------------------------------
@@ -147,7 +158,7 @@ class Journal:
     def append(self, entry: dict[str, Any]) -> "defer.Deferred[None]":
         """Durable once the Deferred fires."""
         d: defer.Deferred[None] = defer.Deferred()
-        self._lines.append(encode_line(entry))
+        self._lines.append(encode_line(self._number(entry)))
         self._waiters.append(d)
         self.kick()
         return d
@@ -157,7 +168,7 @@ class Journal:
         if self._busy:
             return
         extra = self.collect()
-        lines = self._lines + [encode_line(e) for e in extra]
+        lines = self._lines + [encode_line(self._number(e)) for e in extra]
         drop: list[Path] = []
         if self._drop_due:
             self._drop_due = False
@@ -180,23 +191,32 @@ class Journal:
 
         d.addBoth(done)
 
-    def rotate(self) -> int:
-        """Start a new segment; returns the last one a snapshot taken now covers."""
+    def _number(self, entry: dict[str, Any]) -> dict[str, Any]:
+        entry["lsn"] = self._next_lsn
+        self._next_lsn += 1
+        return entry
+
+    def rotate(self) -> tuple[int, int]:
+        """Start a new segment; returns (last segment, last entry number) that
+        a snapshot taken now covers."""
         cut = self.segment
         self.segment += 1
-        return cut
+        return cut, self._next_lsn - 1
 
-    def checkpoint(self, through: int, pending: dict[str, list[dict[str, Any]]]) -> None:
+    def checkpoint(self, through: int, lsn: int,
+                   pending: dict[str, list[dict[str, Any]]]) -> None:
         """Runs in the flush thread after the snapshot files are durable."""
         from libchat.store import write_atomic  # the store owns atomic files
 
-        write_atomic(self.directory, CHECKPOINT, dumps({"through": through, "pending": pending}))
+        write_atomic(self.directory, CHECKPOINT,
+                     dumps({"through": through, "lsn": lsn, "pending": pending}))
         _fsync_dir(self.directory)
 
-    def compact(self, through: int) -> None:
+    def compact(self, through: int, lsn: int) -> None:
         """Segments up to ``through`` are covered by a checkpoint: delete them
         with the next write (never while one of them is being written)."""
         self.through = max(self.through, through)
+        self.lsn = max(self.lsn, lsn)
         self._drop_through = max(self._drop_through, through)
         self._drop_due = True
         self.kick()

@@ -310,10 +310,10 @@ class JsonFileStore(MemoryStore):
         batch = [(r.dialog_id, self.path_for(r.dialog_id).name, snapshot_of(r))
                  for r in self.take_dirty()]
         journal = self.journal
-        cut, pending = 0, {}
+        cut, lsn, pending = 0, 0, {}
         if journal is not None and journal.appended != self._checkpointed:
             self._checkpointed = journal.appended
-            cut, pending = journal.rotate(), self.pending()
+            (cut, lsn), pending = journal.rotate(), self.pending()
         if not batch and not cut:
             return defer.succeed(0)
 
@@ -323,7 +323,7 @@ class JsonFileStore(MemoryStore):
                 write_atomic(self.directory, name, dumps_pretty(data))
             fsync_dir(self.directory)
             if cut and journal is not None:
-                journal.checkpoint(cut, pending)
+                journal.checkpoint(cut, lsn, pending)
             return len(batch)
 
         def done(result: Any) -> Any:
@@ -335,7 +335,7 @@ class JsonFileStore(MemoryStore):
                     if rec is not None:
                         self._dirty.setdefault(dialog_id, rec)
             elif cut and journal is not None:
-                journal.compact(cut)
+                journal.compact(cut, lsn)
             waiters, self._waiters = self._waiters, []
             if waiters:
                 def fan_out(r: Any) -> None:

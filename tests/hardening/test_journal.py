@@ -192,3 +192,19 @@ def test_journal_line_checksum_round_trip() -> None:
     assert line.count(b"\n") == 1
     assert decode_line(line) == {"a": "b\nc"}
     assert decode_line(line[:-3] + b"}\n") is None
+
+
+def test_an_entry_queued_before_a_snapshot_but_written_after_is_not_replayed_twice(
+        tmp_path: Path) -> None:
+    """Pending replies are not idempotent: a queued reply that both the
+    checkpoint and a later segment hold would be delivered twice."""
+    io = HeldIO()
+    store = JsonFileStore(tmp_path, run_io=io)
+    store.load()
+    store.pending_put("frame", {"event_type": 2001, "n": 1})  # write in flight
+    store.pending_put("frame", {"event_type": 2001, "n": 2})  # queued behind it
+    store.flush()  # the snapshot covers both
+    while io.calls:
+        io.release()  # the queued entry lands in the segment after the cut
+    assert reopen(tmp_path).pending() == {"frame": [{"event_type": 2001, "n": 1},
+                                                    {"event_type": 2001, "n": 2}]}
