@@ -117,3 +117,19 @@ def test_clean_stale_ignores_directories_it_cannot_prove_are_ours(tmp_path: Path
     (foreign / "something.sock").write_text("")
     assert clean_stale(tmp_path) == 0
     assert foreign.exists()
+
+
+def test_clean_stop_leaves_no_process(tmp_path: Path, spawned: Any) -> None:
+    """SIGTERM: programs stopped by the server, then the watchdog exits too."""
+    server = Twistd(tmp_path, programs_dir(tmp_path, "grandchild", "stubborn")).start()
+    try:
+        _, pids = start_programs(server)
+        spawned[1].extend(pids)
+        watchdog = server.watchdog_pid()
+        server.stop()
+        server.wait_log("libchat stopped")
+        assert not any(alive(p) for p in pids)
+        wait_until(lambda: not alive(watchdog), timeout=5, what="watchdog exited")
+        assert not list(server.runtime_base.glob("libchat-*"))
+    finally:
+        server.kill9()

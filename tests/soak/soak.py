@@ -37,6 +37,10 @@ from libchat.reaper import marked_pids
 from ..hardening.procs import FrameConn, Twistd, alive, message, programs_dir, wait_until
 
 
+GRACE = 20.0
+PHASE_LIMIT = 600.0
+
+
 def fd_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
@@ -49,6 +53,10 @@ class Dialog:
         self.waiting: tuple[str, str, str] | None = None  # (message_id, key, value)
         self.acked: dict[str, str] = {}
         self.lost: list[str] = []
+        # a 2002 came while a message was waiting: it answers the message only
+        # if the server had it first, which the client cannot see; the reply
+        # of a new instance is awaited for GRACE seconds before it counts
+        self.ended: float | None = None
 
 
 class Soak:
@@ -80,6 +88,7 @@ class Soak:
         mid = f"{d.id}#{d.next}"
         d.next += 1
         d.waiting = (mid, key, value)
+        d.ended = None
         self.conn.send(message(content, d.id, user_id=d.user, message_id=mid, intent="memory"))
         self.counts["user messages"] += 1
 
@@ -111,12 +120,37 @@ class Soak:
             return d
         if etype == 2002:
             self.counts[f"2002 {e['reason']}"] += 1
-            if d.waiting is not None:
-                self.counts["messages answered by a 2002"] += 1
-                d.waiting = None
-            return d
+            if d.waiting is not None and d.ended is None:
+                d.ended = time.monotonic()
+            return None
         self.failures.append(f"unexpected event {e}")
         return None
+
+    def events(self, verifying: bool = False) -> Any:
+        """Events until no dialog waits; a message whose dialog got a 2002 and
+        no reply within GRACE counts as answered by the 2002 (while reading
+        back, as a failure: no program is killed then)."""
+        assert self.conn is not None
+        limit = time.monotonic() + PHASE_LIMIT
+        while any(d.waiting for d in self.dialogs.values()):
+            if time.monotonic() > limit:
+                self.failures.append("phase did not finish: " + ", ".join(
+                    d.id for d in self.dialogs.values() if d.waiting))
+                return
+            try:
+                d = self.handle(self.conn.recv(0.5), verifying)
+            except TimeoutError:
+                d = None
+            if d is not None:
+                yield d
+            now = time.monotonic()
+            for d in self.dialogs.values():
+                if d.waiting is not None and d.ended is not None and now - d.ended > GRACE:
+                    if verifying:
+                        self.failures.append(f"{d.id}: no answer to {d.waiting[0]}")
+                    self.counts["messages answered by a 2002"] += 1
+                    d.waiting, d.ended = None, None
+                    yield d
 
     def kill_a_program(self) -> None:
         pids = marked_pids(self.run_ids[-1])
@@ -137,11 +171,10 @@ class Soak:
                 self.send(d, f"set k{d.next} {d.id}:{d.next}", f"k{d.next}",
                           f"{d.id}:{d.next}")
         kill_every = max(1, (self.args.dialogs * self.args.messages) // max(1, self.args.kills))
-        while any(d.waiting for d in self.dialogs.values()):
-            d = self.handle(self.conn.recv())
+        for d in self.events():
             if self.rng.randrange(kill_every) == 0:
                 self.kill_a_program()
-            if d is not None and d.waiting is None and d.next < until:
+            if d.waiting is None and d.next < until:
                 self.send(d, f"set k{d.next} {d.id}:{d.next}", f"k{d.next}",
                           f"{d.id}:{d.next}")
 
@@ -165,9 +198,16 @@ class Soak:
         deadline = time.monotonic() + 15
         while any(d.waiting for d in self.dialogs.values()) and time.monotonic() < deadline:
             try:
-                self.handle(self.conn.recv(max(0.05, deadline - time.monotonic())))
+                e = self.conn.recv(max(0.05, deadline - time.monotonic()))
             except TimeoutError:
                 break
+            d = self.handle(e)
+            waiting = self.dialogs.get(e.get("dialog_id", ""))
+            if e["event_type"] == 2002 and waiting is not None and waiting.waiting:
+                # the old server is gone: no reply can follow this 2002
+                self.counts["in flight at the crash, answered by a 2002"] += 1
+                waiting.waiting = waiting.ended = None
+            del d
         for d in self.dialogs.values():
             if d.waiting is not None:
                 d.lost.append(d.waiting[0])
@@ -185,12 +225,8 @@ class Soak:
 
         for d in self.dialogs.values():
             next_get(d)
-        while any(d.waiting for d in self.dialogs.values()):
-            e = self.conn.recv()
-            d = self.handle(e, verifying=True)
-            if e["event_type"] == 2002 and d is not None:
-                self.failures.append(f"{d.id}: 2002 while reading back: {e}")
-            if d is not None and d.waiting is None:
+        for d in self.events(verifying=True):
+            if d.waiting is None:
                 next_get(d)
 
     def close_all(self) -> None:
