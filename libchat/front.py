@@ -46,7 +46,7 @@ class FrontProtocol(FrameProtocol):
         self.log.info("front connection from {peer}", peer=str(self.transport.getPeer()))
         self.router.attach(self)
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
+    def connectionLost(self, reason: Failure | None = None) -> None:
         self._open = False
         self._disarm()
         self.router.detach(self)

@@ -95,26 +95,41 @@ def kill_run(run_id: str, grace: float) -> int:
 
 
 class RunDir:
-    """The private directory of one server run: sockets, a lock held while the
-    server lives, and ``run.json`` naming the run id."""
+    """One server run: its id (the marker its processes carry) and its private
+    socket directory, made on first use with a lock held while the server
+    lives and ``run.json`` naming the run id."""
 
-    def __init__(self, path: Path, run_id: str, lock_fd: int | None) -> None:
-        self.path = path
+    def __init__(self, base: Path, run_id: str) -> None:
+        self.base = base
         self.run_id = run_id
-        self._lock_fd = lock_fd
+        self.path: Path | None = None
+        self._lock_fd: int | None = None
 
     @classmethod
-    def create(cls, base: str | None = None) -> "RunDir":
-        base = base or os.environ.get("XDG_RUNTIME_DIR") or "/tmp"
-        clean_stale(Path(base))
-        path = Path(tempfile.mkdtemp(prefix=PREFIX, dir=base))
-        os.chmod(path, 0o700)
-        run_id = secrets.token_hex(12)
+    def prepare(cls, base: str | None = None) -> "RunDir":
+        """A new run in ``base``, after removing what dead runs left there."""
+        resolved = Path(base or os.environ.get("XDG_RUNTIME_DIR") or "/tmp")
+        clean_stale(resolved)
+        return cls(resolved, secrets.token_hex(12))
+
+    @classmethod
+    def create_in(cls, base: str) -> "RunDir":
+        run = cls.prepare(base)
+        run.create()
+        return run
+
+    def create(self) -> Path:
+        """Make the directory (the runtime calls this before its first program)."""
+        from libchat.runner import make_runtime_dir  # checks the sun_path budget
+
+        path = make_runtime_dir(str(self.base))
         fd = os.open(path / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        (path / INFO).write_text(json.dumps({"run_id": run_id, "pid": os.getpid(),
+        (path / INFO).write_text(json.dumps({"run_id": self.run_id, "pid": os.getpid(),
                                              "started": time.time()}))
-        return cls(path, run_id, fd)
+        self.release()
+        self.path, self._lock_fd = path, fd
+        return path
 
     def env(self, base: dict[str, str] | None = None) -> dict[str, str]:
         """The environment for programs: the caller's plus this run's marker."""
@@ -126,6 +141,18 @@ class RunDir:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
+
+
+def run_dirs(base: Path, run_id: str) -> list[Path]:
+    """The directories in ``base`` whose run.json names ``run_id``."""
+    found = []
+    for path in base.glob(PREFIX + "*"):
+        try:
+            if json.loads((path / INFO).read_text()).get("run_id") == run_id:
+                found.append(path)
+        except (OSError, ValueError, AttributeError):
+            continue
+    return found
 
 
 def clean_stale(base: Path) -> int:
@@ -143,15 +170,15 @@ def clean_stale(base: Path) -> int:
         except OSError:
             continue  # not a run directory we can prove is ours
         try:
+            try:  # written after the owner took the lock: no run.json, no proof
+                run_id = str(json.loads((path / INFO).read_text())["run_id"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 continue  # its server is alive
-            try:
-                run_id = str(json.loads((path / INFO).read_text())["run_id"])
-            except (OSError, ValueError, KeyError):
-                run_id = ""
-            found = kill_run(run_id, grace=1.0) if run_id else 0
+            found = kill_run(run_id, grace=1.0)
             killed += found
             shutil.rmtree(path, ignore_errors=True)
             log.info("removed stale run directory {path} ({found} leftover processes)",
@@ -185,7 +212,7 @@ class Watchdog:
         self.process: Any = None
 
     def start(self) -> None:
-        argv = [sys.executable, "-m", "libchat.reaper", "watch", str(self.run.path),
+        argv = [sys.executable, "-m", "libchat.reaper", "watch", str(self.run.base),
                 self.run.run_id, str(self.grace)]
         env = {k: v for k, v in os.environ.items() if k != MARKER}
         self.process = self.reactor.spawnProcess(self.protocol, sys.executable, argv, env=env,
@@ -209,7 +236,7 @@ class Watchdog:
         return d
 
 
-def watch(run_dir: str, run_id: str, grace: float) -> int:
+def watch(base: str, run_id: str, grace: float) -> int:
     """The watchdog's main loop: block on stdin until the server is gone."""
     os.setsid()  # terminal signals for the server's group must not reach us
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
@@ -232,7 +259,8 @@ def watch(run_dir: str, run_id: str, grace: float) -> int:
         found = kill_run(run_id, grace=0.5)
     else:
         found = kill_run(run_id, grace=min(grace, 1.0))
-    shutil.rmtree(run_dir, ignore_errors=True)
+    for path in run_dirs(Path(base), run_id):
+        shutil.rmtree(path, ignore_errors=True)
     try:  # the server may be gone: its end of our stderr with it
         sys.stderr.write(f"{'stopped' if clean else 'server gone'}; "
                          f"{found} leftover processes stopped\n")
@@ -245,5 +273,5 @@ def watch(run_dir: str, run_id: str, grace: float) -> int:
 if __name__ == "__main__":  # pragma: no cover - run as the watchdog process
     if len(sys.argv) == 5 and sys.argv[1] == "watch":
         sys.exit(watch(sys.argv[2], sys.argv[3], float(sys.argv[4])))
-    sys.stderr.write("usage: python -m libchat.reaper watch RUN_DIR RUN_ID GRACE\n")
+    sys.stderr.write("usage: python -m libchat.reaper watch BASE RUN_ID GRACE\n")
     sys.exit(2)

@@ -6,6 +6,7 @@ collaborators (reactor included) through its constructor.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,7 +23,7 @@ from libchat.library import ProgramLibrary
 from libchat.memory import MemoryAPI
 from libchat.router import Router
 from libchat.reaper import RunDir, Watchdog
-from libchat.runner import NodeRuntime
+from libchat.runner import MAX_RUNTIME_BASE, NodeRuntime
 from libchat.store import JsonFileStore
 from libchat.wire import DEFAULT_MAX_FRAME, MAGIC
 
@@ -62,7 +63,8 @@ class Options(usage.Options):
 
     optParameters = [
         ["api", None, DEFAULT_API, "Memory API endpoint (for programs)."],
-        ["programs", None, "./programs", "Program library directory."],
+        ["programs", None, "./programs", "Program library directory (several: "
+         "separate them with ':'; the first holding a name wins)."],
         ["data", None, "./data", "Directory of <dialog_id>.json files."],
         ["node", None, "node", "Node.js executable."],
         ["idle-timeout", None, 3600.0, "Seconds without a user message before a "
@@ -97,6 +99,10 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         if not self["front"]:
             self["front"] = [DEFAULT_FRONT]
+        base = self["runtime-dir"]
+        if base is not None and len(os.fsencode(base)) > MAX_RUNTIME_BASE:
+            raise usage.UsageError(f"--runtime-dir must be at most {MAX_RUNTIME_BASE} bytes "
+                                   "(Unix socket paths are limited to 108)")
 
 
 def describe(address: Any) -> str:
@@ -189,6 +195,10 @@ class LibchatService(service.MultiService):
         self.runtime = runtime
         self.watchdog: Watchdog | None = None  # outlives the programs (libchat.reaper)
 
+    def listening(self, role: str) -> list["ListeningService"]:
+        """The listening child services of a role ('front', 'api', ...)."""
+        return [s for s in self if isinstance(s, ListeningService) and s.role == role]
+
     def startService(self) -> None:
         if self.watchdog is not None:
             self.watchdog.start()
@@ -213,17 +223,18 @@ def makeService(options: Options, reactor: Any = None) -> LibchatService:
         return threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
 
     store = JsonFileStore(Path(options["data"]), run_io=run_io)
-    library = ProgramLibrary([Path(options["programs"])], now=reactor.seconds)
+    library = ProgramLibrary([Path(p) for p in options["programs"].split(os.pathsep) if p],
+                             now=reactor.seconds)
     api_endpoint = endpoints.serverFromString(reactor, options["api"])
 
     def api_port() -> int:
         port = api.port
         return getattr(port.getHost(), "port", 0) if port is not None else 0
 
-    run = RunDir.create(options["runtime-dir"])  # also removes what dead runs left
+    run = RunDir.prepare(options["runtime-dir"])  # also removes what dead runs left
     runtime = NodeRuntime(
         reactor, library, api_port=api_port, node=options["node"],
-        runtime_dir=run.path, base_env=run.env(),
+        runtime_base=options["runtime-dir"], base_env=run.env(), make_dir=run.create,
         magic=options["magic"], max_frame=options["max-frame"],
         start_timeout=options["start-timeout"], kill_grace=options["kill-grace"],
     )

@@ -11,13 +11,14 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 from libchat.jsonc import loads
-from libchat.reaper import INFO, marked_pids
+from libchat.reaper import marked_pids
 from libchat.wire import FrameDecoder, encode_event
 
 from ..conftest import BUNDLED, FIXTURES, ROOT
@@ -69,8 +70,9 @@ class Twistd:
                  runtime_base: Path | None = None) -> None:
         self.tmp = tmp
         self.data = data or tmp / "data"
-        self.runtime_base = runtime_base or tmp / "run"
-        self.runtime_base.mkdir(exist_ok=True)
+        # socket paths must fit in sun_path: a short base, not under tmp
+        self._own_base = runtime_base is None
+        self.runtime_base = runtime_base or Path(tempfile.mkdtemp(prefix="lc-", dir="/tmp"))
         self.args = ["--front", "tcp:0:interface=127.0.0.1", "--api",
                      "tcp:0:interface=127.0.0.1", "--programs", str(programs),
                      "--data", str(self.data), "--runtime-dir", str(self.runtime_base),
@@ -88,7 +90,7 @@ class Twistd:
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env=env, cwd=self.tmp)
         threading.Thread(target=self._read, daemon=True).start()
-        if not self._ready.wait(timeout):
+        if not self._ready.wait(timeout) or "front" not in self.ports:
             self.kill9()
             raise AssertionError("twistd not ready:\n" + "\n".join(self.lines[-40:]))
         return self
@@ -129,12 +131,8 @@ class Twistd:
         return self.proc.pid
 
     def run_id(self) -> str:
-        """The marker id of this run's processes (from its run.json)."""
-        for path in self.runtime_base.glob("libchat-*/" + INFO):
-            info = loads(path.read_bytes())
-            if info["pid"] == self.pid:
-                return str(info["run_id"])
-        raise LookupError("no run directory for this server")
+        """The marker id of this run's processes (from the watchdog's log line)."""
+        return self.wait_log(r"watchdog started as pid \d+ for run (\w+)").group(1)
 
     def watchdog_pid(self) -> int:
         return int(self.wait_log(r"watchdog started as pid (\d+)").group(1))
@@ -146,6 +144,12 @@ class Twistd:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+
+    def close(self) -> None:
+        """Finalizer: kill the server if still running, remove its runtime base."""
+        self.kill9()
+        if self._own_base:
+            shutil.rmtree(self.runtime_base, ignore_errors=True)
 
     def stop(self, timeout: float = 20.0) -> int:
         assert self.proc is not None

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_twisted
-import treq
 from treq.testing import StubTreq
-from twisted.internet import defer, reactor
+from twisted.internet import defer
+from twisted.internet.error import ConnectionDone
+from twisted.python.failure import Failure
 
 from libchat.memory import MAX_BODY, MAX_KEY, MemoryAPI
 from libchat.router import TokenInfo
@@ -133,34 +133,60 @@ def test_a_good_save_is_journaled_before_the_answer(api: Any) -> None:
     assert store.memory_get("alice", "memo", "k") == {"deep": [1, 2]}
 
 
-@pytest_twisted.inlineCallbacks
-def test_oversized_bodies_are_discarded_as_they_arrive(api: Any) -> Any:
-    """Over real TCP: a body over the limit (declared or chunked) is never
-    kept, and gets 413."""
+def http(site: Any, head: bytes, body_parts: list[bytes]) -> tuple[int, dict[str, Any], int]:
+    """One raw HTTP/1.1 exchange with the real Site over a StringTransport
+    (no reactor). Returns status, JSON answer, and the request's kept bytes."""
+    from twisted.internet.testing import StringTransport
+
+    channel = site.buildProtocol(None)
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    kept: list[int] = []
+    factory = site.requestFactory
+
+    def recording(*a: Any, **kw: Any) -> Any:
+        request = factory(*a, **kw)
+        original = request.handleContentChunk
+
+        def chunk(data: bytes) -> None:
+            original(data)
+            kept.append(request.content.tell())
+        request.handleContentChunk = chunk
+        return request
+    channel.requestFactory = recording
+    channel.dataReceived(head)
+    for part in body_parts:
+        channel.dataReceived(part)
+    channel.connectionLost(Failure(ConnectionDone()))
+    raw = transport.value()
+    status = int(raw.split(b" ", 2)[1])
+    answer = json.loads(raw.split(b"\r\n\r\n", 1)[1].split(b"\r\n")[1]
+                        if b"chunked" in raw.split(b"\r\n\r\n", 1)[0].lower()
+                        else raw.split(b"\r\n\r\n", 1)[1])
+    return status, answer, max(kept or [0])
+
+
+def test_oversized_bodies_are_discarded_as_they_arrive(api: Any) -> None:
+    """A body over the limit, declared by Content-Length or sent in chunks,
+    is never kept (not in memory, not in a temp file) and gets 413."""
     memory, store = api
-    port = reactor.listenTCP(0, memory.site(), interface="127.0.0.1")
-    try:
-        url = f"http://127.0.0.1:{port.getHost().port}/memory"
-        body = json.dumps(save(value="v" * (4 * MAX_BODY))).encode()
-        declared = yield treq.post(url, data=body, headers={"Authorization": f"Bearer {TOKEN}"})
-        assert declared.code == 413
-        assert (yield declared.json())["code"] == "MSG_TOO_LARGE"
+    site = memory.site()
+    site.timeOut = None  # no timers on the global reactor
+    body = json.dumps(save(value="v" * (4 * MAX_BODY))).encode()
+    auth = f"Authorization: Bearer {TOKEN}\r\n".encode()
+    head = (b"POST /memory HTTP/1.1\r\nHost: api\r\n" + auth +
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body))
+    status, answer, kept = http(site, head, [body[i:i + 65536]
+                                             for i in range(0, len(body), 65536)])
+    assert (status, answer["code"]) == (413, "MSG_TOO_LARGE")
+    assert kept == 0
 
-        def chunks() -> Any:  # no Content-Length: chunked transfer encoding
-            from twisted.web.client import FileBodyProducer
-            import io
-
-            producer = FileBodyProducer(io.BytesIO(body))
-            producer.length = -1  # type: ignore[attr-defined]
-            from twisted.web.iweb import UNKNOWN_LENGTH
-
-            producer.length = UNKNOWN_LENGTH
-            return producer
-
-        chunked = yield treq.post(url, data=chunks(), headers={
-            "Authorization": f"Bearer {TOKEN}"})
-        assert chunked.code == 413
-        yield chunked.content()
-        assert store.memory_get("alice", "memo", "k") is None
-    finally:
-        yield defer.maybeDeferred(port.stopListening)
+    head = (b"POST /memory HTTP/1.1\r\nHost: api\r\n" + auth +
+            b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+    chunks = [b"%x\r\n%s\r\n" % (len(body[i:i + 65536]), body[i:i + 65536])
+              for i in range(0, len(body), 65536)] + [b"0\r\n\r\n"]
+    status, answer, kept = http(site, head, chunks)
+    assert (status, answer["code"]) == (413, "MSG_TOO_LARGE")
+    assert kept <= MAX_BODY
+    assert store.memory_get("alice", "memo", "k") is None
+    assert not journal_has_memory(store)

@@ -60,7 +60,7 @@ def test_kill9_of_twistd_leaves_no_process_or_socket(tmp_path: Path, spawned: An
                    what=f"every process of the run gone: {pids}")
         wait_until(lambda: not run_dir.exists(), timeout=5, what="socket directory removed")
     finally:
-        server.kill9()
+        server.close()
 
 
 def test_next_start_cleans_a_dead_run_whose_watchdog_died_too(
@@ -84,14 +84,15 @@ def test_next_start_cleans_a_dead_run_whose_watchdog_died_too(
         finally:
             second.kill9()
     finally:
-        first.kill9()
+        first.close()
 
 
 def test_clean_stale_spares_live_runs_and_unmarked_processes(
-        tmp_path: Path, spawned: Any) -> None:
+        short_tmp: Path, spawned: Any) -> None:
+    tmp_path = short_tmp
     procs, _ = spawned
-    live = RunDir.create(str(tmp_path))
-    dead = RunDir.create(str(tmp_path))
+    live = RunDir.create_in(str(tmp_path))
+    dead = RunDir.create_in(str(tmp_path))
     sleeper = "import time; time.sleep(60)"
     ours = subprocess.Popen([sys.executable, "-c", sleeper], env=dead.env())
     live_child = subprocess.Popen([sys.executable, "-c", sleeper], env=live.env())
@@ -104,8 +105,8 @@ def test_clean_stale_spares_live_runs_and_unmarked_processes(
     try:
         assert clean_stale(tmp_path) == 1
         assert ours.wait(5) is not None
-        assert not dead.path.exists()
-        assert live.path.exists() and (live.path / LOCK).exists()
+        assert dead.path is not None and not dead.path.exists()
+        assert live.path is not None and (live.path / LOCK).exists()
         assert live_child.poll() is None and stranger.poll() is None
     finally:
         live.release()
@@ -132,4 +133,4 @@ def test_clean_stop_leaves_no_process(tmp_path: Path, spawned: Any) -> None:
         wait_until(lambda: not alive(watchdog), timeout=5, what="watchdog exited")
         assert not list(server.runtime_base.glob("libchat-*"))
     finally:
-        server.kill9()
+        server.close()

@@ -27,7 +27,7 @@ def server(tmp_path: Path) -> Any:
 
     yield make
     for s in servers:
-        s.kill9()
+        s.close()
 
 
 def test_kill9_then_restart_loses_nothing_acknowledged(server: Any, tmp_path: Path) -> None:
