@@ -72,7 +72,7 @@ class ProgramConnection(FrameProtocol):
             return
         self.instance._event(event)
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
+    def connectionLost(self, reason: Failure | None = None) -> None:
         self.instance._disconnected(self)
 
 
