@@ -57,3 +57,24 @@ def _trial_cases_in_tmp_path(request: pytest.FixtureRequest, tmp_path: Path,
                              monkeypatch: pytest.MonkeyPatch) -> None:
     if isinstance(request.instance, SynchronousTestCase):
         monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(autouse=True)
+def logged(request: pytest.FixtureRequest) -> Any:
+    """The log check for plain pytest tests (trial cases mix in LogCheckMixin):
+    the test fails if it logged an error it did not ``logged.allow(text)``."""
+    from tests.logcheck import LogCapture
+    from twisted.logger import globalLogPublisher
+
+    if isinstance(request.instance, SynchronousTestCase):
+        yield None
+        return
+    capture = LogCapture()
+    globalLogPublisher.addObserver(capture)
+    try:
+        yield capture
+    finally:
+        globalLogPublisher.removeObserver(capture)
+    errors = capture.errors()
+    if errors:
+        pytest.fail(capture.report(errors))
