@@ -21,7 +21,7 @@ from libchat.jsonc import loads
 from libchat.reaper import marked_pids
 from libchat.wire import FrameDecoder, encode_event
 
-from ..conftest import BUNDLED, FIXTURES, ROOT
+from ..helpers import BUNDLED, FIXTURES, ROOT
 
 HERE = Path(__file__).resolve().parent
 TWISTD = Path(sys.executable).parent / "twistd"
