@@ -42,7 +42,7 @@ class FrontProtocol(FrameProtocol):
         self._paused = False
         self._stall: IDelayedCall | None = None
         self._frames = 0
-        self.transport.registerProducer(self, True)
+        self._transport().registerProducer(self, True)
         self.log.info("front connection from {peer}", peer=str(self.transport.getPeer()))
         self.router.attach(self)
 
@@ -52,21 +52,25 @@ class FrontProtocol(FrameProtocol):
         self.router.detach(self)
         self.log.info("front connection {peer} closed", peer=str(self.transport.getPeer()))
 
+    def _transport(self) -> Any:
+        """The ITCPTransport (typed as ITransport | None by Protocol)."""
+        return self.transport
+
     def alive(self) -> bool:
-        return self._open and not self._paused and not self.transport.disconnecting
+        return self._open and not self._paused and not self._transport().disconnecting
 
     # -- backpressure (IPushProducer) -------------------------------------------
 
     def pauseProducing(self) -> None:
         self._paused = True
         self._disarm()  # a client we stopped reading from is not stalling
-        self.transport.pauseProducing()
+        self._transport().pauseProducing()
 
     def resumeProducing(self) -> None:
         if not self._open:
             return
         self._paused = False
-        self.transport.resumeProducing()
+        self._transport().resumeProducing()
         self._arm(progress=True)
         self.router.drain(self)
 

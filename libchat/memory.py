@@ -42,12 +42,13 @@ class BoundedRequest(Request):
         super().gotLength(length)
 
     def handleContentChunk(self, data: bytes) -> None:
+        content: Any = self.content
         if self.too_large:
             return
-        if self.content.tell() + len(data) > self.max_body:
+        if content.tell() + len(data) > self.max_body:
             self.too_large = True
-            self.content.seek(0)
-            self.content.truncate()
+            content.seek(0)
+            content.truncate()
             return
         super().handleContentChunk(data)
 
@@ -116,7 +117,7 @@ class MemoryAPI:
         return json_response(request, 500, {"code": codes.INTERNAL_ERROR,
                                             "message": "internal error; see the server log"})
 
-    def site(self) -> Site:
+    def site(self) -> Any:
         """The HTTP site to listen with (bodies bounded while they arrive)."""
         site = Site(self.app.resource())
         site.requestFactory = BoundedRequest

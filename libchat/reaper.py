@@ -28,7 +28,6 @@ import secrets
 import shutil
 import signal
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterable

@@ -88,13 +88,14 @@ class ProgramConnection(FrameProtocol):
 
     def connectionMade(self) -> None:
         super().connectionMade()
-        if not self.instance._peer_ok(peer_pid(self.transport)):
+        transport: Any = self.transport  # a UNIX socket transport
+        if not self.instance._peer_ok(peer_pid(transport)):
             self.refused = True
-            self.transport.abortConnection()
+            transport.abortConnection()
             return
-        self.transport.registerProducer(self, True)
+        transport.registerProducer(self, True)
         if self.instance.runtime.reading_paused:
-            self.transport.pauseProducing()
+            transport.pauseProducing()
         self.instance._connected(self)
 
     def pauseProducing(self) -> None:
@@ -309,7 +310,8 @@ class NodeInstance:
                 if conn.backlog > self.runtime.max_backlog:
                     self._overflow(conn.backlog)
                     return
-            conn.transport.write(frame)
+            transport: Any = conn.transport
+            transport.write(frame)
         elif self.state == "starting":
             self._queue.append(frame)
             if sum(map(len, self._queue)) > self.runtime.max_backlog:
@@ -471,14 +473,16 @@ class NodeRuntime:
         """Stop reading every program socket (router backpressure)."""
         self.reading_paused = True
         for instance in self._live.values():
-            if instance.connection is not None and instance.connection.transport is not None:
-                instance.connection.transport.pauseProducing()
+            transport: Any = instance.connection and instance.connection.transport
+            if transport is not None:
+                transport.pauseProducing()
 
     def resume_reading(self) -> None:
         self.reading_paused = False
         for instance in self._live.values():
-            if instance.connection is not None and instance.connection.transport is not None:
-                instance.connection.transport.resumeProducing()
+            transport: Any = instance.connection and instance.connection.transport
+            if transport is not None:
+                transport.resumeProducing()
 
     def stopAll(self) -> "defer.Deferred[Any]":
         stops = [i.stop() for i in list(self._live.values())]

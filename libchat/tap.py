@@ -21,8 +21,8 @@ from twisted.python import usage
 from libchat.front import FrontFactory
 from libchat.library import ProgramLibrary
 from libchat.memory import MemoryAPI
-from libchat.router import Router
 from libchat.reaper import RunDir, Watchdog
+from libchat.router import Router
 from libchat.runner import MAX_RUNTIME_BASE, NodeRuntime
 from libchat.store import JsonFileStore
 from libchat.wire import DEFAULT_MAX_FRAME, MAGIC

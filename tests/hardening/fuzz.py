@@ -18,7 +18,7 @@ import time
 import traceback
 from typing import Any, Callable
 
-from twisted.logger import globalLogBeginner, LogLevel
+from twisted.logger import LogLevel, globalLogBeginner
 
 from libchat.wire import HEADER, MAGIC
 

@@ -36,7 +36,6 @@ from libchat.reaper import marked_pids
 
 from ..hardening.procs import FrameConn, Twistd, alive, message, programs_dir, wait_until
 
-
 GRACE = 20.0
 PHASE_LIMIT = 600.0
 
