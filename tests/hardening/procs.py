@@ -73,6 +73,7 @@ class Twistd:
         # socket paths must fit in sun_path: a short base, not under tmp
         self._own_base = runtime_base is None
         self.runtime_base = runtime_base or Path(tempfile.mkdtemp(prefix="lc-", dir="/tmp"))
+        self.runtime_base.mkdir(exist_ok=True)
         self.args = ["--front", "tcp:0:interface=127.0.0.1", "--api",
                      "tcp:0:interface=127.0.0.1", "--programs", str(programs),
                      "--data", str(self.data), "--runtime-dir", str(self.runtime_base),
@@ -97,8 +98,11 @@ class Twistd:
 
     def _read(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
+        log = open(self.tmp / f"twistd-{self.proc.pid}.log", "a")  # kept for post-mortems
         for raw in self.proc.stdout:
             line = raw.decode("utf-8", "replace").rstrip("\n")
+            log.write(line + "\n")
+            log.flush()
             with self._cond:
                 self.lines.append(line)
                 m = LISTENING.search(line)
@@ -107,6 +111,7 @@ class Twistd:
                 self._cond.notify_all()
             if "libchat ready" in line:
                 self._ready.set()
+        log.close()
         self._ready.set()
 
     def wait_log(self, pattern: str, timeout: float = 10.0) -> re.Match[str]:
