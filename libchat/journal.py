@@ -33,6 +33,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from libchat.atomic import fsync_dir, write_atomic, write_fully
 from libchat.jsonc import dumps, loads
 
 RunIO = Callable[..., "defer.Deferred[Any]"]
@@ -58,14 +59,6 @@ def decode_line(line: bytes) -> dict[str, Any] | None:
     return entry if isinstance(entry, dict) else None
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _append(path: Path, data: bytes, drop: list[Path]) -> None:
     """Runs in the writer thread: delete compacted segments, append, fdatasync."""
     for old in drop:
@@ -75,14 +68,12 @@ def _append(path: Path, data: bytes, drop: list[Path]) -> None:
     new = not path.exists()
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        write_fully(fd, data)
         os.fdatasync(fd)
     finally:
         os.close(fd)
     if new:  # the segment's name must be durable too
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
 
 class Journal:
@@ -206,11 +197,9 @@ class Journal:
     def checkpoint(self, through: int, lsn: int,
                    pending: dict[str, list[dict[str, Any]]]) -> None:
         """Runs in the flush thread after the snapshot files are durable."""
-        from libchat.store import write_atomic  # the store owns atomic files
-
         write_atomic(self.directory, CHECKPOINT,
                      dumps({"through": through, "lsn": lsn, "pending": pending}))
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
 
     def compact(self, through: int, lsn: int) -> None:
         """Segments up to ``through`` are covered by a checkpoint: delete them

@@ -471,18 +471,17 @@ class NodeRuntime:
 
     def pause_reading(self) -> None:
         """Stop reading every program socket (router backpressure)."""
-        self.reading_paused = True
-        for instance in self._live.values():
-            transport: Any = instance.connection and instance.connection.transport
-            if transport is not None:
-                transport.pauseProducing()
+        self._set_reading(paused=True)
 
     def resume_reading(self) -> None:
-        self.reading_paused = False
+        self._set_reading(paused=False)
+
+    def _set_reading(self, paused: bool) -> None:
+        self.reading_paused = paused
         for instance in self._live.values():
             transport: Any = instance.connection and instance.connection.transport
             if transport is not None:
-                transport.resumeProducing()
+                transport.pauseProducing() if paused else transport.resumeProducing()
 
     def stopAll(self) -> "defer.Deferred[Any]":
         stops = [i.stop() for i in list(self._live.values())]

@@ -8,7 +8,6 @@ old file or the new one, never half of either.
 
 from __future__ import annotations
 
-import os
 from collections import deque
 from pathlib import Path
 from typing import Any, Callable
@@ -18,6 +17,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from libchat.atomic import fsync_dir, write_atomic
 from libchat.events import valid_dialog_id
 from libchat.interfaces import IStore
 from libchat.journal import Journal
@@ -98,28 +98,6 @@ class MemoryStore:
 
     def flush(self) -> "defer.Deferred[int]":
         return defer.succeed(len(self.take_dirty()))
-
-
-def write_atomic(directory: Path, name: str, data: bytes) -> None:
-    """Replace ``directory/name`` with ``data`` so a crash never tears it."""
-    tmp = directory / f".{name}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, directory / name)
-
-
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def snapshot_of(record: DialogRecord) -> dict[str, Any]:

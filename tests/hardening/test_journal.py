@@ -36,6 +36,17 @@ class HeldIO:
             d.callback(result)
 
 
+def held_store(tmp: Path) -> tuple[JsonFileStore, HeldIO]:
+    """A store with one dialog whose writes wait for the test; nothing in flight."""
+    io = HeldIO()
+    store = JsonFileStore(tmp, run_io=io)
+    store.load()
+    dialog(store)
+    while io.calls:
+        io.release()
+    return store, io
+
+
 def dialog(store: JsonFileStore, dialog_id: str = "d1", user: str = "u1") -> DialogRecord:
     record = DialogRecord(dialog_id=dialog_id, user_id=user, created_at=1.0, updated_at=1.0)
     store.add(record)
@@ -50,12 +61,7 @@ def reopen(path: Path) -> JsonFileStore:
 
 
 def test_save_is_acknowledged_only_after_its_journal_write(tmp_path: Path) -> None:
-    io = HeldIO()
-    store = JsonFileStore(tmp_path, run_io=io)
-    store.load()
-    dialog(store)
-    while io.calls:
-        io.release()
+    store, io = held_store(tmp_path)
     d = store.memory_set("u1", "memo", "k", {"v": 1}, "d1", 2.0)
     assert not d.called, "acknowledged before the write ran"
     io.release()
@@ -64,12 +70,7 @@ def test_save_is_acknowledged_only_after_its_journal_write(tmp_path: Path) -> No
 
 
 def test_concurrent_saves_share_one_write(tmp_path: Path) -> None:
-    io = HeldIO()
-    store = JsonFileStore(tmp_path, run_io=io)
-    store.load()
-    dialog(store)
-    while io.calls:
-        io.release()
+    store, io = held_store(tmp_path)
     first = store.memory_set("u1", "memo", "k0", 0, "d1", 2.0)
     saves = [store.memory_set("u1", "memo", f"k{n}", n, "d1", 2.0) for n in range(1, 50)]
     assert len(io.calls) == 1  # the first write is in flight; the rest wait

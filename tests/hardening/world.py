@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,8 @@ from libchat.library import ProgramLibrary
 from libchat.router import Router
 from libchat.store import MemoryStore
 from libchat.testing import FakeRuntime
+
+from ..helpers import make_program
 
 
 class PausableRuntime(FakeRuntime):
@@ -28,14 +29,6 @@ class PausableRuntime(FakeRuntime):
 
     def resume_reading(self) -> None:
         self.calls.append("resume")
-
-
-def make_program(base: Path, name: str, **rules: Any) -> None:
-    d = base / name
-    d.mkdir(parents=True, exist_ok=True)
-    (d / f"{name}.js").write_text("// test program\n")
-    if rules:
-        (d / "package.json").write_text(json.dumps({"name": name, "libchat": rules}))
 
 
 class World:
