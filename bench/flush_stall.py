@@ -54,7 +54,8 @@ def run(args: argparse.Namespace) -> Any:
     def run_io(f: Any, *a: Any) -> Any:
         return threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *a)
 
-    store = JsonFileStore(tmp / "data", run_io=run_io)
+    store = JsonFileStore(tmp / "data", run_io=run_io,  # as tap.makeService builds it
+                          pause=lambda: task.deferLater(reactor, 0, lambda: None))
     store.load()
     fill(store, args.dialogs, args.entries)
     yield task.deferLater(reactor, 0.5, lambda: None)  # let the journal settle

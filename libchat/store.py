@@ -12,6 +12,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Callable
 
+import attrs
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -104,12 +105,14 @@ def snapshot_of(record: DialogRecord) -> dict[str, Any]:
     """A copy the flush thread may serialise while the reactor keeps changing
     the record: the containers are copied; entries and values are never
     mutated after they are added, so they are shared."""
-    data = record.to_json()
+    data = {name: getattr(record, name) for name in RECORD_FIELDS}  # attrs.asdict is 3x slower
     data["messages"] = list(record.messages)
     data["memory"] = {p: dict(keys) for p, keys in record.memory.items()}
     return data
 
 
+SNAPSHOT_CHUNK = 500  # records copied per reactor turn during a flush
+RECORD_FIELDS = tuple(a.name for a in attrs.fields(DialogRecord))
 HEADER_FIELDS = ("user_id", "created_at", "updated_at", "program", "state", "channel", "seq")
 
 
@@ -121,10 +124,12 @@ class JsonFileStore(MemoryStore):
     queues (written behind, within one group commit)."""
 
     def __init__(self, directory: str | Path, run_io: RunIO = run_inline,
-                 journal: bool = True) -> None:
+                 journal: bool = True,
+                 pause: Callable[[], "defer.Deferred[Any]"] | None = None) -> None:
         super().__init__()
         self.directory = Path(directory)
         self.run_io = run_io
+        self.pause = pause  # yields to the reactor between snapshot chunks
         self._flushing: defer.Deferred[int] | None = None
         self._waiters: list[defer.Deferred[int]] = []
         self.journal = Journal(self.directory / ".journal", run_io) if journal else None
@@ -278,40 +283,30 @@ class JsonFileStore(MemoryStore):
 
     def flush(self) -> "defer.Deferred[int]":
         """Write changed records, then a journal checkpoint that lets the
-        journal drop what the files now hold. Serialising and writing happen
-        in ``run_io``; the reactor only copies containers. A call during a
+        journal drop what the files now hold. The reactor only copies
+        containers, ``SNAPSHOT_CHUNK`` records per turn when ``pause`` is
+        given; serialising and writing happen in ``run_io``. A call during a
         flush waits for the next one."""
         if self._flushing is not None:
             waiter: defer.Deferred[int] = defer.Deferred()
             self._waiters.append(waiter)
             return waiter
-        batch = [(r.dialog_id, self.path_for(r.dialog_id).name, snapshot_of(r))
-                 for r in self.take_dirty()]
+        records = self.take_dirty()
         journal = self.journal
         cut, lsn, pending = 0, 0, {}
         if journal is not None and journal.appended != self._checkpointed:
             self._checkpointed = journal.appended
             (cut, lsn), pending = journal.rotate(), self.pending()
-        if not batch and not cut:
+        if not records and not cut:
             return defer.succeed(0)
-
-        def write_all() -> int:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            for _, name, data in batch:
-                write_atomic(self.directory, name, dumps_pretty(data))
-            fsync_dir(self.directory)
-            if cut and journal is not None:
-                journal.checkpoint(cut, lsn, pending)
-            return len(batch)
 
         def done(result: Any) -> Any:
             self._flushing = None
             if isinstance(result, Failure):  # keep them dirty: the next flush retries
                 self._checkpointed = -1
-                for dialog_id, _, _ in batch:
-                    rec = self._records.get(dialog_id)
-                    if rec is not None:
-                        self._dirty.setdefault(dialog_id, rec)
+                for rec in records:
+                    if self._records.get(rec.dialog_id) is rec:
+                        self._dirty.setdefault(rec.dialog_id, rec)
             elif cut and journal is not None:
                 journal.compact(cut, lsn)
             waiters, self._waiters = self._waiters, []
@@ -322,6 +317,31 @@ class JsonFileStore(MemoryStore):
                 self.flush().addBoth(fan_out)
             return result
 
-        d = self._flushing = self.run_io(write_all)
+        d = self._flushing = self._write(records, cut, lsn, pending)
         d.addBoth(done)  # may run at once when run_io is synchronous
         return d
+
+    @defer.inlineCallbacks
+    def _write(self, records: list[DialogRecord], cut: int, lsn: int,
+               pending: dict[str, list[dict[str, Any]]]) -> Any:
+        batch: list[tuple[str, dict[str, Any]]] = []
+        for start in range(0, len(records), SNAPSHOT_CHUNK):
+            if start and self.pause is not None:
+                # a record copied a turn later is only newer than the cut:
+                # replaying the journal over it never rolls it back
+                yield self.pause()
+            batch.extend((r.dialog_id, snapshot_of(r))
+                         for r in records[start:start + SNAPSHOT_CHUNK])
+        journal = self.journal
+
+        def write_all() -> int:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            for dialog_id, data in batch:  # path_for refuses an unsafe id
+                write_atomic(self.directory, self.path_for(dialog_id).name, dumps_pretty(data))
+            fsync_dir(self.directory)
+            if cut and journal is not None:
+                journal.checkpoint(cut, lsn, pending)
+            return len(batch)
+
+        written = yield self.run_io(write_all)
+        return written

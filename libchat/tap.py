@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from twisted.application import service
-from twisted.internet import defer, endpoints, threads
+from twisted.internet import defer, endpoints, task, threads
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.internet.protocol import Factory
 from twisted.internet.task import LoopingCall
@@ -222,7 +222,8 @@ def makeService(options: Options, reactor: Any = None) -> LibchatService:
     def run_io(f: Callable[..., Any], *args: Any) -> "defer.Deferred[Any]":
         return threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
 
-    store = JsonFileStore(Path(options["data"]), run_io=run_io)
+    store = JsonFileStore(Path(options["data"]), run_io=run_io,
+                          pause=lambda: task.deferLater(reactor, 0, lambda: None))
     library = ProgramLibrary([Path(p) for p in options["programs"].split(os.pathsep) if p],
                              now=reactor.seconds)
     api_endpoint = endpoints.serverFromString(reactor, options["api"])

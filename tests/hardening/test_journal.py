@@ -210,3 +210,32 @@ def test_an_entry_queued_before_a_snapshot_but_written_after_is_not_replayed_twi
         io.release()  # the queued entry lands in the segment after the cut
     assert reopen(tmp_path).pending() == {"frame": [{"event_type": 2001, "n": 1},
                                                     {"event_type": 2001, "n": 2}]}
+
+
+def test_a_chunked_snapshot_loses_no_change_made_between_chunks(tmp_path: Path) -> None:
+    """The flush copies SNAPSHOT_CHUNK records per reactor turn; changes made
+    meanwhile (before or after a record's copy) all survive a crash."""
+    from libchat.store import SNAPSHOT_CHUNK
+
+    turns: list[defer.Deferred[None]] = []
+
+    def pause() -> "defer.Deferred[None]":
+        d: defer.Deferred[None] = defer.Deferred()
+        turns.append(d)
+        return d
+
+    store = JsonFileStore(tmp_path, pause=pause)
+    store.load()
+    records = [dialog(store, f"d{n}") for n in range(SNAPSHOT_CHUNK * 2 + 1)]
+    flushed = store.flush()
+    assert len(turns) == 1 and not flushed.called, "copied everything in one turn"
+    for r in (records[0], records[-1]):  # already copied / not yet copied
+        r.append({"event_type": 1001, "message_id": "late", "messages": {}, "at": 5}, 5)
+        store.changed(r)
+    while turns:
+        turns.pop(0).callback(None)
+    assert flushed.called
+    again = reopen(tmp_path)
+    for r in (records[0], records[-1]):
+        back = again.get(r.dialog_id)
+        assert back is not None and [m["message_id"] for m in back.messages] == ["late"]
