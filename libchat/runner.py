@@ -38,6 +38,7 @@ from libchat.wire import DEFAULT_MAX_FRAME, MAGIC, FrameProtocol, encode_event
 
 NODE_SDK_DIR = Path(__file__).parent / "node"
 MAX_LOG_LINE = 4096
+DRAIN_AT_EXIT = 1.0  # seconds to read what an exited program left in its socket
 # sun_path holds 108 bytes: base + "/libchat-XXXXXXXX" + "/i<20 digits>.sock" + NUL
 MAX_RUNTIME_BASE = 108 - 1 - 17 - 27
 
@@ -198,6 +199,7 @@ class NodeInstance:
         self._queue: list[bytes] = []
         self._timers: list[IDelayedCall] = []
         self._ever_connected = False
+        self._exit_detail: str | None = None  # exited; its socket is being drained
         self._gone: list[defer.Deferred[None]] = []
 
     # -- starting ----------------------------------------------------------
@@ -292,7 +294,9 @@ class NodeInstance:
     def _disconnected(self, connection: ProgramConnection) -> None:
         if connection is self.connection:
             self.connection = None
-            if self.state != "exited" and not self.stopping:
+            if self._exit_detail is not None:  # the process is gone; socket drained
+                self._finish(self._exit_detail)
+            elif self.state != "exited" and not self.stopping:
                 self.log.info("{program} of {dialog_id} closed its socket; stopping it",
                               program=self.program, dialog_id=self.dialog_id)
                 self.stop(drain=min(1.0, self.runtime.kill_grace))
@@ -387,6 +391,13 @@ class NodeInstance:
                 os.killpg(self.pid, signal.SIGKILL)
             except OSError:
                 pass
+        if self.connection is not None and self.state != "exited":
+            # what the program wrote just before exiting may still wait in
+            # its socket: read it to the end first (bounded: a grandchild
+            # could hold the socket open)
+            self._exit_detail = detail
+            self._later(DRAIN_AT_EXIT, self._finish, detail)
+            return
         self._finish(detail)
 
     def _finish(self, detail: str) -> None:

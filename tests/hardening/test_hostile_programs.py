@@ -16,7 +16,8 @@ from .procs import FrameConn, Twistd, message, programs_dir, wait_until
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Twistd]:
-    programs = programs_dir(tmp_path, "garbage", "flood", "deaf", "twice", "slowconnect", "pid")
+    programs = programs_dir(tmp_path, "garbage", "flood", "deaf", "twice", "slowconnect", "pid",
+                            "burst")
     s = Twistd(tmp_path, programs, "--max-frame", "100000", "--kill-grace", "1").start()
     try:
         yield s
@@ -62,6 +63,20 @@ def test_flooding_program_gets_every_reply_through_in_order(server: Twistd) -> N
     assert floods == [str(n) for n in range(1, 1001)]
     assert [e["reason"] for e in events if e["event_type"] == 2002] == ["completed"]
     healthy(c)
+
+
+def test_replies_written_just_before_exiting_all_arrive_before_the_2002(
+        server: Twistd) -> None:
+    """The exit and the socket's last bytes race; libchat reads the socket to
+    its end before it reports the program gone."""
+    c = server.connect()
+    for n in range(3):
+        dialog_id = f"burst-{n}"
+        c.send(message("go", dialog_id, intent="burst"))
+        events = c.recv_until(lambda e: e["dialog_id"] == dialog_id and e["event_type"] == 2002)
+        assert [e["messages"]["content"].split()[0] for e in events
+                if e["event_type"] == 2001] == [str(k) for k in range(1, 3001)]
+        assert events[-1]["reason"] == "program_exited"
 
 
 def test_program_that_never_reads_is_stopped_past_its_backlog(server: Twistd) -> None:
