@@ -21,6 +21,7 @@ from twisted.web.server import Site
 from libchat.front import FrontFactory
 from libchat.library import ProgramLibrary
 from libchat.memory import MemoryAPI
+from libchat.pool import WarmPool
 from libchat.router import Router
 from libchat.runner import NodeRuntime, make_runtime_dir
 from libchat.store import JsonFileStore
@@ -80,6 +81,11 @@ class Options(usage.Options):
         ["magic", None, MAGIC, "Frame magic number (decimal or 0x hex).", _magic],
         ["background-limit", None, 3600.0, "Seconds a program may keep running in the "
          "background after its 2002 (0: no limit).", _positive(float, "background-limit", 0)],
+        ["warm", None, 0, "Instances per program started ahead of need (a program's "
+         'package.json "libchat": {"warm": N} overrides it).', _positive(int, "warm", 0)],
+        ["spawn-concurrency", None, 4, "Program instances booting at once at most; "
+         "more wait their turn so a spawn storm never stalls routing (0: no limit).",
+         _positive(int, "spawn-concurrency", 0)],
         ["runtime-dir", None, None, "Parent of the private socket directory "
          "(default $XDG_RUNTIME_DIR or /tmp)."],
     ]
@@ -219,6 +225,7 @@ def makeService(options: Options, reactor: Any = None) -> LibchatService:
         runtime_dir=make_runtime_dir(options["runtime-dir"]),
         magic=options["magic"], max_frame=options["max-frame"],
         start_timeout=options["start-timeout"], kill_grace=options["kill-grace"],
+        spawn_concurrency=options["spawn-concurrency"],
     )
     router = Router(
         reactor, library, runtime, store,
@@ -226,6 +233,11 @@ def makeService(options: Options, reactor: Any = None) -> LibchatService:
         kill_grace=options["kill-grace"], background_limit=options["background-limit"],
     )
     top = LibchatService(router, store, runtime)
+    # the warm pool (libchat/pool.py) starts filling once the service runs
+    # (never before twistd daemonizes), and counts against --max-programs
+    runtime.pool = WarmPool(runtime, library, reactor, default_size=options["warm"],
+                            max_instances=options["max-programs"])
+    runtime.pool.setServiceParent(top)
     api = ListeningService("api", api_endpoint,
                            Site(MemoryAPI(router, store, reactor.seconds).app.resource()))
     api.setServiceParent(top)
