@@ -108,6 +108,17 @@ class Libchat(Proc):
         self.wait_line("libchat ready", 60)
         self.target = {"kind": "front", "path": str(self.front)}
 
+    def shutdown(self, timeout: float = 60.0) -> dict[str, Any]:
+        """SIGTERM, then what a clean stop looks like: twistd logs "Server Shut
+        Down." (it then re-raises the signal, so the exit status is -15) and
+        no program instance outlives it."""
+        kids = self.children()
+        status = self.stop(timeout)
+        self._reader.join(10)
+        alive = [p for p in kids if Path(f"/proc/{p}").exists()]
+        return {"status": status, "clean": any("Server Shut Down." in ln for ln in self.log)
+                and not alive, "instances_left": len(alive)}
+
     def children(self) -> list[int]:
         """Pids of the program instances (direct children of twistd)."""
         found = []

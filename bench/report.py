@@ -68,6 +68,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['mem_total'] / 2**30:.1f} GiB "
         f"({m['mem_available'] / 2**30:.1f} GiB available), Linux {m['kernel']}; "
         f"Python {m['python']}, Twisted {m['twisted']}, orjson {m['orjson']}, Node {m['node']}.",
+        f"Load average (1/5/15 min) before the run: {' '.join(m['loadavg_before'])}, after: "
+        f"{' '.join(m.get('loadavg_after', ['?']))} (the machine is shared; see the notes).",
         "Figures are medians over rounds, with [min–max] across rounds.",
         "",
         "### Targets",
@@ -117,16 +119,22 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         "| figure | ms |",
         "|---|---|",
-        f"| time until all first replies | {_s(st['storm_ms'], '{:.0f}')} |",
+        f"| time until all first replies (default: 4 booting at once) | "
+        f"{_s(st['storm_ms'], '{:.0f}')} |",
         f"| new dialogs' first reply p50 | {_s(st['first_p50'], '{:.0f}')} |",
         f"| existing dialogs' p99 before the storm | {_s(st['talk_p99_before'])} |",
         f"| existing dialogs' p99 during the storm | {_s(st['talk_p99_during'])} |",
         f"| existing dialogs' max during the storm | {_s(st['talk_max_during'])} |",
     ]
-    for variant in results.get("storm_variants", []):
-        vs = variant["storm"]
-        lines.append(f"| ({variant['name']}) all first replies / p99 during | "
-                     f"{_s(vs['storm_ms'], '{:.0f}')} / {_s(vs['talk_p99_during'])} |")
+    variants = results.get("storm_variants", [])
+    if variants:
+        lines += ["", "The spawning choice (`--spawn-concurrency`), same storm, one server each:",
+                  "", "| spawning | all first replies ms | existing p99 during ms | "
+                  "existing max during ms |", "|---|---|---|---|"]
+        for name, vs in [("4 booting at once (default)", st)] + [
+                (v["name"], v["storm"]) for v in variants]:
+            lines.append(f"| {name} | {_s(vs['storm_ms'], '{:.0f}')} | "
+                         f"{_s(vs['talk_p99_during'])} | {_s(vs['talk_max_during'])} |")
     mem = results["memory"]
     idle = "n/a" if mem["idle_private"] is None else f"{mem['idle_private'] / MB:.1f}"
     lines += [

@@ -58,6 +58,7 @@ def machine() -> dict[str, Any]:
         "orjson": orjson.__version__,
         "node": subprocess.run(["node", "--version"], capture_output=True, text=True,
                                check=True).stdout.strip(),
+        "loadavg_before": Path("/proc/loadavg").read_text().split()[:3],
     }
 
 
@@ -150,7 +151,7 @@ def run(size_name: str, out: Path, command: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="lcb-") as tmp:
         workdir = Path(tmp)
         results["reference"] = reference(workdir, size)
-        server = procs.Libchat(workdir / "main", *(["--warm", str(size["warm"])] if size["warm"] else []))
+        server = procs.Libchat(workdir / "main", "--warm", str(size["warm"]))
         try:
             results["loads"] = [closed_loop(server.target, d, i, size, "bench")
                                 for d, i in size["loads"]]
@@ -159,7 +160,17 @@ def run(size_name: str, out: Path, command: str) -> dict[str, Any]:
             results["storm"] = storms(server, size)
             results["memory"] = memory(server, size)
         finally:
-            results["libchat_exit"] = server.stop(60)
+            results["libchat_exit"] = server.shutdown()
+        if size["variants"]:  # the spawning choices, measured (libchat/spawning.py)
+            results["storm_variants"] = []
+            for name, limit in (("unbounded spawning", "0"), ("2 booting at once", "2"),
+                                ("8 booting at once", "8")):
+                other = procs.Libchat(workdir / f"spawn{limit}", "--spawn-concurrency", limit)
+                try:
+                    results["storm_variants"].append({"name": name, "storm": storms(other, size)})
+                finally:
+                    other.shutdown()
+    results["machine"]["loadavg_after"] = Path("/proc/loadavg").read_text().split()[:3]
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     report.write(results, out)

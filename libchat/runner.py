@@ -211,7 +211,7 @@ class NodeInstance:
             return
         self.pid = self._process.pid
         self.log.info("started {program} for {dialog_id} as pid {pid} ({instance_id})",
-                      program=self.program, dialog_id=self.dialog_id, pid=self.pid,
+                      program=self.program, dialog_id=self.dialog_id or "(warm)", pid=self.pid,
                       instance_id=self.instance_id)
         self._later(rt.start_timeout, self._start_expired)
 

@@ -19,8 +19,9 @@ from zope.interface import implementer
 
 from libchat.events import valid_dialog_id
 from libchat.interfaces import IStore
-from libchat.jsonc import dumps_pretty, loads
+from libchat.jsonc import loads
 from libchat.records import DialogRecord
+from libchat.snapshot import RecordEncoder
 
 RunIO = Callable[..., "defer.Deferred[Any]"]
 
@@ -120,6 +121,8 @@ class JsonFileStore(MemoryStore):
         self.run_io = run_io
         self._flushing: defer.Deferred[int] | None = None
         self._waiters: list[defer.Deferred[int]] = []
+        # encodes each transcript entry once: flushes cost what changed
+        self.encoder = RecordEncoder()
 
     def path_for(self, dialog_id: str) -> Path:
         # dialog ids are validated at the door; this is the last line of defence
@@ -154,7 +157,7 @@ class JsonFileStore(MemoryStore):
             waiter: defer.Deferred[int] = defer.Deferred()
             self._waiters.append(waiter)
             return waiter
-        batch = [(r.dialog_id, self.path_for(r.dialog_id).name, dumps_pretty(r.to_json()))
+        batch = [(r.dialog_id, self.path_for(r.dialog_id).name, self.encoder.encode(r))
                  for r in self.take_dirty()]
         if not batch:
             return defer.succeed(0)
