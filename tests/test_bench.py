@@ -8,10 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT
 
 
 def test_bench_smoke_runs_and_writes_its_reports(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib", reason="pip install -e '.[bench]'")
     done = subprocess.run([sys.executable, "-m", "bench", "--smoke", "--out", str(tmp_path)],
                           cwd=ROOT, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
