@@ -6,6 +6,7 @@ collaborators (reactor included) through its constructor.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,7 +24,7 @@ from libchat.library import ProgramLibrary
 from libchat.memory import MemoryAPI
 from libchat.pool import WarmPool
 from libchat.router import Router
-from libchat.runner import NodeRuntime, make_runtime_dir
+from libchat.runner import MAX_RUNTIME_BASE, NodeRuntime
 from libchat.store import JsonFileStore
 from libchat.wire import DEFAULT_MAX_FRAME, MAGIC
 
@@ -63,7 +64,8 @@ class Options(usage.Options):
 
     optParameters = [
         ["api", None, DEFAULT_API, "Memory API endpoint (for programs)."],
-        ["programs", None, "./programs", "Program library directory."],
+        ["programs", None, "./programs", "Program library directory (several: "
+         "separate them with ':'; the first holding a name wins)."],
         ["data", None, "./data", "Directory of <dialog_id>.json files."],
         ["node", None, "node", "Node.js executable."],
         ["idle-timeout", None, 3600.0, "Seconds without a user message before a "
@@ -101,6 +103,10 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         if not self["front"]:
             self["front"] = [DEFAULT_FRONT]
+        base = self["runtime-dir"]
+        if base is not None and len(os.fsencode(base)) > MAX_RUNTIME_BASE:
+            raise usage.UsageError(f"--runtime-dir must be at most {MAX_RUNTIME_BASE} bytes "
+                                   "(Unix socket paths are limited to 108)")
 
 
 def describe(address: Any) -> str:
@@ -192,6 +198,10 @@ class LibchatService(service.MultiService):
         self.store = store
         self.runtime = runtime
 
+    def listening(self, role: str) -> list["ListeningService"]:
+        """The listening child services of a role ('front', 'api', ...)."""
+        return [s for s in self if isinstance(s, ListeningService) and s.role == role]
+
     def startService(self) -> None:
         self.router.start()
         super().startService()
@@ -213,7 +223,8 @@ def makeService(options: Options, reactor: Any = None) -> LibchatService:
         return threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
 
     store = JsonFileStore(Path(options["data"]), run_io=run_io)
-    library = ProgramLibrary([Path(options["programs"])], now=reactor.seconds)
+    library = ProgramLibrary([Path(p) for p in options["programs"].split(os.pathsep) if p],
+                             now=reactor.seconds)
     api_endpoint = endpoints.serverFromString(reactor, options["api"])
 
     def api_port() -> int:
@@ -222,7 +233,7 @@ def makeService(options: Options, reactor: Any = None) -> LibchatService:
 
     runtime = NodeRuntime(
         reactor, library, api_port=api_port, node=options["node"],
-        runtime_dir=make_runtime_dir(options["runtime-dir"]),
+        runtime_base=options["runtime-dir"],
         magic=options["magic"], max_frame=options["max-frame"],
         start_timeout=options["start-timeout"], kill_grace=options["kill-grace"],
         spawn_concurrency=options["spawn-concurrency"],
