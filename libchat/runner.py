@@ -178,16 +178,21 @@ class NodeInstance:
         d = endpoint.listen(ProgramFactory(self))
         # spawning goes through the runtime's gate (bounded concurrency, one
         # spawn per reactor turn): see libchat/spawning.py
-        d.addCallbacks(lambda port: rt.gate.request(
-                           self, lambda: self._spawn(port, program.directory, program.entry),
-                           urgent),
+        d.addCallbacks(lambda port: self._listening(port, program.directory, program.entry,
+                                                    urgent),
                        lambda f: self._fail(f"cannot listen on {self.socket_path}: "
                                             f"{f.getErrorMessage()}"))
 
-    def _spawn(self, port: IListeningPort, directory: Path, entry: Path) -> None:
-        self._port = port
+    def _listening(self, port: IListeningPort, directory: Path, entry: Path,
+                   urgent: bool) -> None:
+        self._port = port  # kept now, so a stop while queued closes it
         if self.state == "exited":  # stopped while listening
             self._close_port()
+            return
+        self.runtime.gate.request(self, lambda: self._spawn(directory, entry), urgent)
+
+    def _spawn(self, directory: Path, entry: Path) -> None:
+        if self.state == "exited":  # stopped while waiting for the gate
             return
         rt = self.runtime
         argv = [rt.node, str(entry), f"--socket={self.socket_path}", f"--port={rt.api_port()}"]

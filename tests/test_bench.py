@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from .helpers import ROOT
 
 
 def test_bench_smoke_runs_and_writes_its_reports(tmp_path: Path) -> None:

@@ -14,9 +14,9 @@ from twisted.internet import defer, reactor
 from libchat.library import ProgramLibrary
 from libchat.pool import WarmPool
 from libchat.router import Router
-from libchat.runner import NodeRuntime, make_runtime_dir
+from libchat.runner import NodeRuntime
 from libchat.testing import FakeUpstream, MemoryStore
-from tests.conftest import FIXTURES
+from .helpers import FIXTURES
 
 TIMEOUT = 15.0
 
@@ -45,7 +45,7 @@ class Server:
     def __init__(self, programs: Path, warm: int, max_programs: int = 50) -> None:
         self.library = ProgramLibrary([programs], now=reactor.seconds)
         self.runtime = NodeRuntime(reactor, self.library, api_port=lambda: 9,
-                                   runtime_dir=make_runtime_dir(), kill_grace=2.0)
+                                   kill_grace=2.0)
         self.router = Router(reactor, self.library, self.runtime, MemoryStore(),
                              max_programs=max_programs, kill_grace=2.0)
         self.pool = WarmPool(self.runtime, self.library, reactor, default_size=warm,
@@ -177,3 +177,25 @@ def test_warm_instances_count_against_max_programs_and_yield_to_dialogs(
     assert reply["content"] == "hi"
     assert len(s.idle("pid")) == 1
     yield s.close("d1")
+
+
+@pytest_twisted.inlineCallbacks
+def test_twistd_options_wire_the_pool_and_the_spawn_limit(tmp_path: Path) -> Any:
+    """``--warm 1 --spawn-concurrency 2`` through makeService: a front client's
+    first message of a new dialog is answered by the pre-started process."""
+    from .serving import Server as TapServer, message
+
+    s = TapServer(tmp_path, "--warm", "1", "--spawn-concurrency", "2")
+    s.start()
+    try:
+        runtime = s.service.runtime
+        assert runtime.gate.limit == 2
+        yield runtime.pool.filled("pid").addTimeout(TIMEOUT, reactor)
+        [warm] = list(runtime.pool._idle["pid"])
+        client = yield s.client()
+        client.send(message("hi", intent="pid"))
+        reply = yield client.next_event(reactor, TIMEOUT)
+        assert json.loads(reply["messages"]["content"])["pid"] == warm.pid
+    finally:
+        yield s.stop()
+    assert runtime.live() == []
