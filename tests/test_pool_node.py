@@ -88,9 +88,16 @@ def program(root: Path, name: str, warm: int | None = None) -> None:
 
 
 @pytest.fixture
-def servers() -> Iterator[list[Server]]:
+def serve() -> Iterator[Any]:
+    """``serve(programs, warm, max_programs=50)``: a started Server, stopped
+    after the test with every instance gone."""
     made: list[Server] = []
-    yield made
+
+    def make(programs: Path, warm: int, max_programs: int = 50) -> Server:
+        made.append(Server(programs, warm, max_programs))
+        return made[-1]
+
+    yield make
     for s in made:
         pytest_twisted.blockon(s.stop())
         assert s.runtime.live() == []
@@ -98,10 +105,9 @@ def servers() -> Iterator[list[Server]]:
 
 @pytest_twisted.inlineCallbacks
 def test_warm_instance_answers_the_first_message_and_its_token_waits_for_binding(
-        tmp_path: Path, servers: list[Server]) -> Any:
+        tmp_path: Path, serve: Any) -> Any:
     program(tmp_path, "pid")
-    s = Server(tmp_path, warm=1)
-    servers.append(s)
+    s = serve(tmp_path, warm=1)
     yield s.pool.filled("pid").addTimeout(TIMEOUT, reactor)
     [warm] = s.idle("pid")
     assert warm.state == "running" and warm.dialog_id == ""
@@ -116,10 +122,9 @@ def test_warm_instance_answers_the_first_message_and_its_token_waits_for_binding
 
 @pytest_twisted.inlineCallbacks
 def test_each_dialog_gets_a_fresh_instance_socket_and_token(
-        tmp_path: Path, servers: list[Server]) -> Any:
+        tmp_path: Path, serve: Any) -> Any:
     program(tmp_path, "pid")
-    s = Server(tmp_path, warm=2)
-    servers.append(s)
+    s = serve(tmp_path, warm=2)
     seen: list[tuple[Any, ...]] = []
     for n in range(4):
         yield s.pool.filled("pid").addTimeout(TIMEOUT, reactor)
@@ -134,10 +139,9 @@ def test_each_dialog_gets_a_fresh_instance_socket_and_token(
 
 
 @pytest_twisted.inlineCallbacks
-def test_the_pool_refills_after_a_hand_out(tmp_path: Path, servers: list[Server]) -> Any:
+def test_the_pool_refills_after_a_hand_out(tmp_path: Path, serve: Any) -> Any:
     program(tmp_path, "pid")
-    s = Server(tmp_path, warm=2)
-    servers.append(s)
+    s = serve(tmp_path, warm=2)
     yield s.pool.filled("pid").addTimeout(TIMEOUT, reactor)
     before = {i.instance_id for i in s.idle("pid")}
     yield s.ask("d1", "pid")
@@ -149,12 +153,11 @@ def test_the_pool_refills_after_a_hand_out(tmp_path: Path, servers: list[Server]
 
 
 @pytest_twisted.inlineCallbacks
-def test_package_json_warm_overrides_the_default(tmp_path: Path, servers: list[Server]) -> Any:
+def test_package_json_warm_overrides_the_default(tmp_path: Path, serve: Any) -> Any:
     program(tmp_path, "big", warm=3)
     program(tmp_path, "plain")
     program(tmp_path, "never", warm=0)
-    s = Server(tmp_path, warm=1)
-    servers.append(s)
+    s = serve(tmp_path, warm=1)
     yield defer.gatherResults([s.pool.filled(p) for p in ("big", "plain")]).addTimeout(
         TIMEOUT, reactor)
     assert s.pool.sizes() == {"big": 3, "plain": 1}
@@ -166,11 +169,10 @@ def test_package_json_warm_overrides_the_default(tmp_path: Path, servers: list[S
 
 @pytest_twisted.inlineCallbacks
 def test_warm_instances_count_against_max_programs_and_yield_to_dialogs(
-        tmp_path: Path, servers: list[Server]) -> Any:
+        tmp_path: Path, serve: Any) -> Any:
     program(tmp_path, "pid", warm=2)
     program(tmp_path, "other")
-    s = Server(tmp_path, warm=0, max_programs=2)
-    servers.append(s)
+    s = serve(tmp_path, warm=0, max_programs=2)
     yield s.pool.filled("pid").addTimeout(TIMEOUT, reactor)
     assert len(s.runtime.live()) == 2  # the limit is reached by warm instances alone
     reply = yield s.ask("d1", "other")  # a dialog still gets its program
