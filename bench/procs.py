@@ -133,10 +133,15 @@ class Libchat(Proc):
         return found
 
 
-def memory(pid: int) -> dict[str, int]:
-    """Rss, Pss and private bytes of a process, from smaps_rollup."""
+def memory(pid: int) -> dict[str, int] | None:
+    """Rss, Pss and private bytes of a process, from smaps_rollup; None if it
+    is gone (an instance may end between listing and reading)."""
     out = {}
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines()[1:]:
         key, value, *_ = line.split()
         out[key.rstrip(":")] = int(value) * 1024
     return {"rss": out["Rss"], "pss": out["Pss"],
@@ -151,3 +156,11 @@ def node_start_ms(count: int) -> list[float]:
         subprocess.run(["node", "-e", "0"], check=True)
         times.append((time.perf_counter() - t0) * 1000)
     return times
+
+
+def rss(pid: int) -> int:
+    """Resident memory of a process that must be alive (libchat itself)."""
+    m = memory(pid)
+    if m is None:
+        raise RuntimeError(f"process {pid} is gone")
+    return m["rss"]

@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet import defer, endpoints, task
 from twisted.internet.protocol import Protocol
@@ -30,6 +31,7 @@ class EchoClient(Protocol):
         self.decoder = FrameDecoder()
 
     def connectionMade(self) -> None:
+        assert self.transport is not None
         self.transport.write(b"".join(self._frame() for _ in range(self.inflight)))
 
     def _frame(self) -> bytes:
@@ -46,6 +48,7 @@ class EchoClient(Protocol):
             self.loads(body)
             out.append(self._frame())
         self.counter[0] += len(frames)
+        assert self.transport is not None
         self.transport.write(b"".join(out))
 
 

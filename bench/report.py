@@ -26,6 +26,7 @@ def figures(results: dict[str, Any]) -> dict[str, Any]:
     """The headline numbers the targets are judged on."""
     ref = results["reference"]
     heavy = _load(results, 100, 10)
+    assert heavy is not None, "every size runs 100 dialogs x 10 in flight"
     node_ms = results["node_start_ms"]["median"]
     mem = results["memory"]
     per_instance = mem["used_private"] + max(0.0, mem["libchat_per_live_dialog"])

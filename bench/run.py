@@ -49,6 +49,7 @@ def machine() -> dict[str, Any]:
                 .splitlines() if ln.startswith("model name")), platform.processor())
     meminfo = dict(ln.split(":", 1) for ln in Path("/proc/meminfo").read_text().splitlines())
     import orjson
+
     import twisted
     return {
         "cpu": cpu, "cores": os.cpu_count(), "kernel": platform.release(),
@@ -110,24 +111,24 @@ def memory(server: procs.Libchat, size: dict[str, Any]) -> dict[str, Any]:
     """Private memory per instance (idle warm ones, and after traffic) and
     libchat's own memory per live dialog and per idle dialog record."""
     idle = server.children()
-    idle_private = [procs.memory(p)["private"] for p in idle]
-    before = procs.memory(server.pid)["rss"]
+    idle_private = [m["private"] for m in map(procs.memory, idle) if m]
+    before = procs.rss(server.pid)
     hold = procs.node("loadgen.js", json.dumps({
         "mode": "hold", "target": server.target, "dialogs": size["hold"],
         "messages": size["hold_messages"], "intent": "cold"}), stdin=True)
     try:
         hold.wait_line("held", 120)
         used = [p for p in server.children() if p not in idle]
-        used_mem = [procs.memory(p) for p in used]
-        live_rss = procs.memory(server.pid)["rss"]
+        used_mem = [m for m in map(procs.memory, used) if m]
+        live_rss = procs.rss(server.pid)
     finally:
         assert hold.popen.stdin is not None
         hold.popen.stdin.close()
     hold.result(120)
-    rss0 = procs.memory(server.pid)["rss"]
+    rss0 = procs.rss(server.pid)
     t0 = time.perf_counter()
     fill = procs.loadgen({"mode": "fill", "target": server.target, "count": size["fill"]})
-    rss1 = procs.memory(server.pid)["rss"]
+    rss1 = procs.rss(server.pid)
     out: dict[str, Any] = {
         "idle_instances": len(idle_private),
         "idle_private": statistics.median(idle_private) if idle_private else None,

@@ -47,7 +47,7 @@ class WarmPool(service.Service):
 
     log = Logger()
 
-    def __init__(self, runtime: "NodeRuntime", library: ProgramLibrary, clock: IReactorTime, *,
+    def __init__(self, runtime: NodeRuntime, library: ProgramLibrary, clock: IReactorTime, *,
                  default_size: int = 0, max_instances: int = 256, interval: float = 0.05,
                  tend_every: float = 1.0, backoff: float = 0.5,
                  max_backoff: float = 60.0) -> None:
@@ -60,7 +60,7 @@ class WarmPool(service.Service):
         self.tend_every = tend_every
         self.backoff = backoff
         self.max_backoff = max_backoff
-        self._idle: dict[str, deque["NodeInstance"]] = {}
+        self._idle: dict[str, deque[NodeInstance]] = {}
         self._failures: dict[str, int] = {}
         self._not_before: dict[str, float] = {}
         self._next: IDelayedCall | None = None
@@ -87,7 +87,7 @@ class WarmPool(service.Service):
         """Idle instances of ``program`` already connected."""
         return sum(1 for i in self._idle.get(program, ()) if i.state == "running")
 
-    def filled(self, program: str) -> "defer.Deferred[None]":
+    def filled(self, program: str) -> defer.Deferred[None]:
         """Fires once ``program`` has its full pool connected (tests, benchmarks)."""
         d: defer.Deferred[None] = defer.Deferred()
         self._fill_waiters.append((program, d))
@@ -112,7 +112,7 @@ class WarmPool(service.Service):
 
     # -- the runtime's side ---------------------------------------------------
 
-    def take(self, program: str) -> "NodeInstance | None":
+    def take(self, program: str) -> NodeInstance | None:
         """An idle instance for a new dialog (oldest first: it is the most
         likely to be connected already), or None. Triggers a refill."""
         q = self._idle.get(program)
@@ -195,7 +195,7 @@ class WarmPool(service.Service):
         self._check_filled()
 
     def instanceEvent(self, instance: Any, event: dict[str, Any]) -> None:
-        self.log.warn("idle warm instance {instance_id} of {program} sent a {etype} before "
+        self.log.warning("idle warm instance {instance_id} of {program} sent a {etype} before "
                       "any message; ignored", instance_id=instance.instance_id,
                       program=instance.program, etype=event.get("event_type"))
 
@@ -209,14 +209,14 @@ class WarmPool(service.Service):
         n = self._failures[instance.program] = self._failures.get(instance.program, 0) + 1
         delay = min(self.max_backoff, self.backoff * 2 ** (n - 1))
         self._not_before[instance.program] = self.clock.seconds() + delay
-        self.log.warn("idle warm instance of {program} {what} ({detail}); replacing it in "
+        self.log.warning("idle warm instance of {program} {what} ({detail}); replacing it in "
                       "{delay:.1f}s", program=instance.program, detail=detail, delay=delay,
                       what="exited" if connected else "failed to start")
         self._schedule(delay)
 
     # -- stopping -------------------------------------------------------------
 
-    def stopService(self) -> "defer.Deferred[Any]":
+    def stopService(self) -> defer.Deferred[Any]:
         """No more refills; every idle instance is stopped."""
         super().stopService()
         self.closed = True

@@ -22,7 +22,7 @@ MIN_CACHED = 32
 
 
 class _Encoded:
-    __slots__ = ("source", "last_seq", "chunks")
+    __slots__ = ("chunks", "last_seq", "source")
 
     def __init__(self, source: list[Any]) -> None:
         self.source = source  # the very list object the chunks came from

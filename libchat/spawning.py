@@ -13,7 +13,8 @@ two cores boot two at a time whatever the queue does.
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Callable, Hashable
+from collections.abc import Callable, Hashable
+from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 

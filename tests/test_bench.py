@@ -16,7 +16,7 @@ from .helpers import ROOT
 def test_bench_smoke_runs_and_writes_its_reports(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib", reason="pip install -e '.[bench]'")
     done = subprocess.run([sys.executable, "-m", "bench", "--smoke", "--out", str(tmp_path)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=180)
+                          cwd=ROOT, capture_output=True, text=True, timeout=180, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
     for key in ("reference", "loads", "first_reply", "storm", "memory", "node_start_ms"):

@@ -19,7 +19,7 @@ from libchat.pool import WarmPool
 class PoolInstance:
     """Stands in for a NodeInstance: the test plays the program's part."""
 
-    def __init__(self, runtime: "PoolRuntime", program: str, owner: Any, n: int) -> None:
+    def __init__(self, runtime: PoolRuntime, program: str, owner: Any, n: int) -> None:
         self.runtime, self.program, self.owner = runtime, program, owner
         self.instance_id = f"w{n}"
         self.state = "starting"
@@ -35,7 +35,7 @@ class PoolInstance:
         self.runtime.running.remove(self)
         self.owner.instanceGone(self, was == "running", detail)
 
-    def stop(self, drain: float = 0.0) -> "defer.Deferred[None]":
+    def stop(self, drain: float = 0.0) -> defer.Deferred[None]:
         self.stopped = True
         if self.state != "exited":
             self.exit("signal 15")
@@ -99,7 +99,7 @@ def test_fills_to_warm_size_one_spawn_per_interval(tmp_path: Path, clock: Clock)
 
 
 def test_package_json_overrides_warm(tmp_path: Path, clock: Clock) -> None:
-    pool, runtime = make_pool(tmp_path, clock, default=2, big=4, off=0, plain=None)
+    _pool, runtime = make_pool(tmp_path, clock, default=2, big=4, off=0, plain=None)
     clock.pump([0.1] * 30)
     assert {p: len(runtime.of(p)) for p in ("big", "off", "plain")} == \
         {"big": 4, "off": 0, "plain": 2}

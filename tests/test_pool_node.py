@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import pytest_twisted
@@ -16,6 +17,7 @@ from libchat.pool import WarmPool
 from libchat.router import Router
 from libchat.runner import NodeRuntime
 from libchat.testing import FakeUpstream, MemoryStore
+
 from .helpers import FIXTURES
 
 TIMEOUT = 15.0
@@ -35,7 +37,7 @@ class Upstream(FakeUpstream):
                 self.waiting.remove(item)
                 item[2].callback(event)
 
-    def next(self, etype: int, dialog_id: str) -> "defer.Deferred[dict[str, Any]]":
+    def next(self, etype: int, dialog_id: str) -> defer.Deferred[dict[str, Any]]:
         d: defer.Deferred[dict[str, Any]] = defer.Deferred()
         self.waiting.append((etype, dialog_id, d))
         return d.addTimeout(TIMEOUT, reactor)
@@ -64,7 +66,7 @@ class Server:
         assert answer is None, answer
         return d.addCallback(lambda e: json.loads(e["messages"]["content"]))
 
-    def close(self, dialog_id: str) -> "defer.Deferred[dict[str, Any]]":
+    def close(self, dialog_id: str) -> defer.Deferred[dict[str, Any]]:
         d = self.up.next(2002, dialog_id)
         self.router.receive(self.up, {"event_type": 1002, "dialog_id": dialog_id,
                                       "user_id": "u1"})
@@ -73,7 +75,7 @@ class Server:
     def idle(self, program: str) -> list[Any]:
         return list(self.pool._idle.get(program, ()))
 
-    def stop(self) -> "defer.Deferred[Any]":
+    def stop(self) -> defer.Deferred[Any]:
         d = self.pool.stopService()
         d.addBoth(lambda _: self.router.stop())
         return d
@@ -185,7 +187,8 @@ def test_warm_instances_count_against_max_programs_and_yield_to_dialogs(
 def test_twistd_options_wire_the_pool_and_the_spawn_limit(tmp_path: Path) -> Any:
     """``--warm 1 --spawn-concurrency 2`` through makeService: a front client's
     first message of a new dialog is answered by the pre-started process."""
-    from .serving import Server as TapServer, message
+    from .serving import Server as TapServer
+    from .serving import message
 
     s = TapServer(tmp_path, "--warm", "1", "--spawn-concurrency", "2")
     s.start()
