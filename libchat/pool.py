@@ -195,7 +195,7 @@ class WarmPool(service.Service):
         self._check_filled()
 
     def instanceEvent(self, instance: Any, event: dict[str, Any]) -> None:
-        self.log.warning("idle warm instance {instance_id} of {program} sent a {etype} before "
+        self.log.warn("idle warm instance {instance_id} of {program} sent a {etype} before "
                       "any message; ignored", instance_id=instance.instance_id,
                       program=instance.program, etype=event.get("event_type"))
 
@@ -209,7 +209,7 @@ class WarmPool(service.Service):
         n = self._failures[instance.program] = self._failures.get(instance.program, 0) + 1
         delay = min(self.max_backoff, self.backoff * 2 ** (n - 1))
         self._not_before[instance.program] = self.clock.seconds() + delay
-        self.log.warning("idle warm instance of {program} {what} ({detail}); replacing it in "
+        self.log.warn("idle warm instance of {program} {what} ({detail}); replacing it in "
                       "{delay:.1f}s", program=instance.program, detail=detail, delay=delay,
                       what="exited" if connected else "failed to start")
         self._schedule(delay)
