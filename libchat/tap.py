@@ -253,12 +253,11 @@ def makeService(options: Options, reactor: Any = None) -> LibchatService:
         ListeningService("front", endpoints.serverFromString(reactor, description),
                          front_factory).setServiceParent(top)
     FlushService(store, options["flush-interval"], reactor).setServiceParent(top)
-    make_web_service(options, reactor, router, library).setServiceParent(top)
+    make_web_service(options, reactor, router).setServiceParent(top)
     return top
 
 
-def make_web_service(options: Options, reactor: Any, router: Router,
-                     library: ProgramLibrary) -> ListeningService:
+def make_web_service(options: Options, reactor: Any, router: Router) -> ListeningService:
     """The ``--web`` listener (libchat.web)."""
     log = Logger()
     secret = options["secret"]
@@ -269,7 +268,6 @@ def make_web_service(options: Options, reactor: Any, router: Router,
         secret=secret, max_frame=options["max-frame"], rate=options["ws-rate"],
         max_per_user=options["ws-max-per-user"], ping=options["ws-ping"],
         pong=options["ws-pong"])
-    site = web.build(router, reactor, settings,
-                     program_exists=lambda name: library.get(name) is not None)
+    site = web.build(router, reactor, settings)
     return ListeningService("web", endpoints.serverFromString(reactor, options["web"]),
                             Site(site.resource()))

@@ -113,8 +113,7 @@ class WebApp:
 
 
 def build(router: Router, clock: IReactorTime, settings: WebSettings,
-          program_exists: Callable[[str], bool], now: Callable[[], float] | None = None,
-          ) -> WebApp:
+          now: Callable[[], float] | None = None) -> WebApp:
     """The web front doors of ``router``; the gateway is attached to it."""
     now = now or clock.seconds
     gateway = WebGateway(router, clock)
@@ -123,8 +122,7 @@ def build(router: Router, clock: IReactorTime, settings: WebSettings,
     registry = ConnectionRegistry(settings.max_per_user)
     ws = ChatSocketFactory(gateway, auth, registry, clock, rate=settings.rate,
                            max_frame=settings.max_frame, ping=settings.ping, pong=settings.pong)
-    rest = ChatAPI(gateway, auth, now, max_body=settings.max_frame, rate=settings.rate,
-                   program_exists=program_exists)
+    rest = ChatAPI(gateway, auth, now, max_body=settings.max_frame, rate=settings.rate)
     metrics = Metrics(router, now, connections=registry.count, users=registry.users,
                       waiting=gateway.waiting)
     return WebApp(gateway, auth, registry, ws, rest, metrics)

@@ -81,7 +81,7 @@ class WebGateway:
 
     def open_session(self, user_id: str, intent: str | None = None) -> str:
         """A new empty web dialog; ``intent`` pins its program."""
-        if intent is not None and not valid_intent(intent):
+        if intent is not None and not valid_intent(intent):  # not a str, too
             raise ValueError("intent must match ^[a-z0-9][a-z0-9_-]{0,63}$")
         session_id = "sess-" + uuid.uuid4().hex
         self.router.open_dialog(session_id, user_id, CHANNEL, intent)

@@ -38,13 +38,12 @@ class ChatAPI:
     log = Logger()
 
     def __init__(self, gateway: WebGateway, auth: Authenticator, now: Callable[[], float], *,
-                 max_body: int, rate: float, program_exists: Callable[[str], bool]) -> None:
+                 max_body: int, rate: float) -> None:
         self.gateway = gateway
         self.auth = auth
         self.now = now
         self.max_body = max_body
         self.rate = rate
-        self.program_exists = program_exists
         self._limiters: dict[str, RateLimiter] = {}
 
     # -- plumbing ----------------------------------------------------------------
@@ -128,12 +127,9 @@ class ChatAPI:
     def create(self, request: IRequest) -> bytes:
         user_id = self._user(request)
         body = self._body(request, required=False)
+        # like an explicit intent on a frame: one naming no program is
+        # answered with a 2003 when the first message arrives (CONTRACT 2, 3)
         intent = body.get("intent")
-        if intent is not None:
-            if not isinstance(intent, str):
-                raise ApiError(400, codes.BAD_REQUEST, "intent must be a string")
-            if not self.program_exists(intent):
-                raise ApiError(400, codes.BAD_REQUEST, f"no program named {intent!r}")
         try:
             session_id = self.gateway.open_session(user_id, intent)
         except ValueError as e:
@@ -180,10 +176,6 @@ class ChatAPI:
         self._route({"event_type": codes.CLIENT_CLOSE, "dialog_id": session_id,
                      "user_id": user_id})
         return json_response(request, 200, {"ok": True})
-
-    @app.route("/", branch=True)
-    def not_found(self, request: IRequest) -> bytes:
-        return json_response(request, 404, {"code": "NOT_FOUND", "message": "no such resource"})
 
 
 def _number(request: IRequest, name: str, kind: Callable[[str], Any], default: Any) -> Any:
