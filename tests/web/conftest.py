@@ -20,7 +20,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from tests.conftest import BUNDLED, FIXTURES, ROOT
+from tests.conftest import BUNDLED, FIXTURES, ROOT  # noqa: F401 (re-exported)
 
 TWISTD = Path(sys.executable).with_name("twistd")
 SECRET = "test-secret-of-at-least-32-bytes-0123456789"
@@ -33,14 +33,14 @@ BAD_LOG = re.compile(r"Unhandled Error|Traceback \(most recent call last\)|#crit
 class Server:
     """One running ``twistd -n libchat``; ``lines`` is its log so far."""
 
-    def __init__(self, args: list[str], data: Path) -> None:
+    def __init__(self, args: list[str], data: Path, twistd_args: list[str] | None = None) -> None:
         self.data = data
         self.lines: list[str] = []
         self.ports: dict[str, int] = {}
         self._queue: queue.Queue[str | None] = queue.Queue()
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
-            [str(TWISTD), "-n", "--pidfile=", "libchat",
+            [str(TWISTD), "-n", "--pidfile=", *(twistd_args or []), "libchat",
              "--front", "tcp:0:interface=127.0.0.1", "--api", "tcp:0:interface=127.0.0.1",
              "--web", "tcp:0:interface=127.0.0.1", "--data", str(data), *args],
             cwd=str(ROOT), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
