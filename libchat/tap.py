@@ -25,7 +25,7 @@ from libchat.router import Router
 from libchat.runner import NodeRuntime, make_runtime_dir
 from libchat.store import JsonFileStore
 from libchat.web import app as web
-from libchat.web.auth import read_secret
+from libchat.web.auth import MIN_SECRET, read_secret
 from libchat.wire import DEFAULT_MAX_FRAME, MAGIC
 
 DEFAULT_FRONT = "tcp:8082:interface=127.0.0.1"
@@ -264,6 +264,9 @@ def make_web_service(options: Options, reactor: Any, router: Router) -> Listenin
     if secret is None:
         log.warn("no --auth-secret: the web front doors run in DEVELOPMENT MODE and "
                  "trust X-User-Id / ?user_id= from anyone who can reach them")
+    elif len(secret) < MIN_SECRET:
+        log.warn("the JWT secret is shorter than {n} bytes; use a longer random one",
+                 n=MIN_SECRET)
     settings = web.WebSettings(
         secret=secret, max_frame=options["max-frame"], rate=options["ws-rate"],
         max_per_user=options["ws-max-per-user"], ping=options["ws-ping"],

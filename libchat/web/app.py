@@ -16,7 +16,6 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
-from twisted.web.static import File
 
 from libchat.memory import json_response
 from libchat.router import Router
@@ -30,6 +29,9 @@ from libchat.web.ws import (DEFAULT_MAX_PER_USER, DEFAULT_PING, DEFAULT_PONG, DE
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
 OPENAPI = HERE / "openapi.json"
+# the page's files, served by name only (no directory walking, no listings)
+STATIC_TYPES = {".html": b"text/html; charset=utf-8", ".css": b"text/css; charset=utf-8",
+                ".js": b"text/javascript; charset=utf-8"}
 
 # The page loads only its own files; scripts may open WebSockets to this host.
 PAGE_HEADERS = {
@@ -64,7 +66,8 @@ class WebApp:
         self.ws_resource = WebSocketResource(ws)
         self.rest_resource = rest.app.resource()
         self.metrics = metrics
-        self.static = File(str(STATIC))
+        self.static = {p.name: (p.read_bytes(), STATIC_TYPES[p.suffix])
+                       for p in STATIC.iterdir() if p.suffix in STATIC_TYPES}
         self.openapi = OPENAPI.read_bytes()
 
     def resource(self) -> IResource:
@@ -72,16 +75,17 @@ class WebApp:
 
     @app.route("/", methods=["GET"])
     def page(self, request: IRequest) -> bytes:
-        for name, value in PAGE_HEADERS.items():
-            request.setHeader(name, value)
-        request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
-        return (STATIC / "index.html").read_bytes()
+        return self.static_file(request, "index.html")
 
-    @app.route("/static/", branch=True)
-    def static_files(self, request: IRequest) -> IResource:
-        for name, value in PAGE_HEADERS.items():
-            request.setHeader(name, value)
-        return self.static
+    @app.route("/static/<string:name>", methods=["GET"])
+    def static_file(self, request: IRequest, name: str) -> bytes:
+        if name not in self.static:
+            return json_response(request, 404, {"code": "NOT_FOUND", "message": "no such file"})
+        body, content_type = self.static[name]
+        for header, value in PAGE_HEADERS.items():
+            request.setHeader(header, value)
+        request.setHeader(b"Content-Type", content_type)
+        return body
 
     @app.route("/ws")
     def websocket(self, request: IRequest) -> IResource:

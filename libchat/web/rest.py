@@ -164,9 +164,12 @@ class ChatAPI:
         after = _number(request, "after", int, 0)
         wait = min(_number(request, "wait", float, 0.0), MAX_WAIT)
         entries = self.gateway.entries(user_id, session_id, after, MAX_REPLAY)
-        if not entries and wait > 0:
+        deadline = self.now() + wait
+        while not entries and wait > 0:
+            # woken by any new entry; one at or before ``after`` waits on
             yield self.gateway.wait(session_id, wait)
             entries = self.gateway.entries(user_id, session_id, after, MAX_REPLAY)
+            wait = deadline - self.now()
         return json_response(request, 200, {"messages": entries})
 
     @app.route("/sessions/<string:session_id>/close", methods=["POST"])
