@@ -85,8 +85,13 @@ async def run(reactor: Any, args: argparse.Namespace) -> None:
         client.events.get().addCallback(show)
 
     client.events.get().addCallback(show)
-    client.closed.addCallback(lambda _: (console.say("-- server closed the connection --"),
-                                         done.called or done.callback(None)))
+
+    def server_closed(_: object) -> None:
+        console.say("-- server closed the connection --")
+        if not done.called:
+            done.callback(None)
+
+    client.closed.addCallback(server_closed)
     await done
     client.transport.loseConnection()
 

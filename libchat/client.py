@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet import defer, endpoints
-
 from twisted.python.failure import Failure
 
 from libchat.jsonc import loads
@@ -26,7 +25,7 @@ class FrameClient(FrameProtocol):
     def frameError(self, error: FrameError) -> None:
         self.transport.loseConnection()
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
+    def connectionLost(self, reason: Failure | None = None) -> None:
         if not self.closed.called:
             self.closed.callback(None)
 

@@ -31,7 +31,7 @@ class FrontProtocol(FrameProtocol):
         self.log.info("front connection from {peer}", peer=str(self.transport.getPeer()))
         self.router.attach(self)
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
+    def connectionLost(self, reason: Failure | None = None) -> None:
         self._open = False
         self.router.detach(self)
         self.log.info("front connection {peer} closed", peer=str(self.transport.getPeer()))

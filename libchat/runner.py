@@ -36,12 +36,17 @@ from libchat.wire import DEFAULT_MAX_FRAME, MAGIC, FrameProtocol, encode_event
 
 NODE_SDK_DIR = Path(__file__).parent / "node"
 MAX_LOG_LINE = 4096
+# sun_path holds 108 bytes: base + "/libchat-XXXXXXXX" + "/i<20 digits>.sock" + NUL
+MAX_RUNTIME_BASE = 108 - 1 - 17 - 27
 
 
 def make_runtime_dir(base: str | None = None) -> Path:
     """A fresh 0700 directory for sockets; short, so ``sun_path`` (108 bytes)
     never overflows whatever the dialog id."""
     base = base or os.environ.get("XDG_RUNTIME_DIR") or "/tmp"
+    if len(os.fsencode(base)) > MAX_RUNTIME_BASE:
+        raise ValueError(f"runtime directory {base!r} is too long for Unix socket paths "
+                         f"({MAX_RUNTIME_BASE} bytes at most)")
     path = Path(tempfile.mkdtemp(prefix="libchat-", dir=base))
     os.chmod(path, 0o700)
     return path
@@ -67,7 +72,7 @@ class ProgramConnection(FrameProtocol):
             return
         self.instance._event(event)
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
+    def connectionLost(self, reason: Failure | None = None) -> None:
         self.instance._disconnected(self)
 
 
@@ -332,7 +337,7 @@ class NodeRuntime:
 
     def __init__(self, reactor: Any, library: ProgramLibrary, *, api_port: Callable[[], int],
                  api_host: str = "127.0.0.1", node: str = "node",
-                 runtime_dir: Path | None = None, magic: int = MAGIC,
+                 runtime_base: str | None = None, magic: int = MAGIC,
                  max_frame: int = DEFAULT_MAX_FRAME, start_timeout: float = 10.0,
                  kill_grace: float = 5.0, base_env: dict[str, str] | None = None) -> None:
         self.reactor = reactor
@@ -340,7 +345,8 @@ class NodeRuntime:
         self.api_port = api_port
         self.api_host = api_host
         self.node = node
-        self.runtime_dir = runtime_dir or make_runtime_dir()
+        self.runtime_base = runtime_base
+        self._runtime_dir: Path | None = None
         self.magic = magic
         self.max_frame = max_frame
         self.start_timeout = start_timeout
@@ -351,6 +357,14 @@ class NodeRuntime:
         self.setsid_bin = shutil.which("setsid")
         self._ids = itertools.count(1)
         self._live: dict[str, NodeInstance] = {}
+
+    @property
+    def runtime_dir(self) -> Path:
+        """Made on first use, so a server that never starts a program (or
+        fails to start at all) leaves no directory behind."""
+        if self._runtime_dir is None:
+            self._runtime_dir = make_runtime_dir(self.runtime_base)
+        return self._runtime_dir
 
     def start(self, program: str, dialog_id: str, user_id: str,
               owner: IInstanceOwner) -> NodeInstance:
@@ -372,5 +386,7 @@ class NodeRuntime:
         return d
 
     def _cleanup(self) -> None:
-        shutil.rmtree(self.runtime_dir, ignore_errors=True)
+        if self._runtime_dir is not None:
+            shutil.rmtree(self._runtime_dir, ignore_errors=True)
+            self._runtime_dir = None
 

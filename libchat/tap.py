@@ -6,6 +6,7 @@ collaborators (reactor included) through its constructor.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,7 +23,7 @@ from libchat.front import FrontFactory
 from libchat.library import ProgramLibrary
 from libchat.memory import MemoryAPI
 from libchat.router import Router
-from libchat.runner import NodeRuntime, make_runtime_dir
+from libchat.runner import MAX_RUNTIME_BASE, NodeRuntime
 from libchat.store import JsonFileStore
 from libchat.web import app as web
 from libchat.web.auth import MIN_SECRET, read_secret
@@ -64,7 +65,8 @@ class Options(usage.Options):
 
     optParameters = [
         ["api", None, DEFAULT_API, "Memory API endpoint (for programs)."],
-        ["programs", None, "./programs", "Program library directory."],
+        ["programs", None, "./programs", "Program library directory (several: "
+         "separate them with ':'; the first holding a name wins)."],
         ["data", None, "./data", "Directory of <dialog_id>.json files."],
         ["node", None, "node", "Node.js executable."],
         ["idle-timeout", None, 3600.0, "Seconds without a user message before a "
@@ -110,6 +112,10 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         if not self["front"]:
             self["front"] = [DEFAULT_FRONT]
+        base = self["runtime-dir"]
+        if base is not None and len(os.fsencode(base)) > MAX_RUNTIME_BASE:
+            raise usage.UsageError(f"--runtime-dir must be at most {MAX_RUNTIME_BASE} bytes "
+                                   "(Unix socket paths are limited to 108)")
         try:
             self["secret"] = read_secret(self["auth-secret"], self["auth-secret-file"])
         except (OSError, ValueError) as e:
@@ -205,6 +211,10 @@ class LibchatService(service.MultiService):
         self.store = store
         self.runtime = runtime
 
+    def listening(self, role: str) -> list["ListeningService"]:
+        """The listening child services of a role ('front', 'api', ...)."""
+        return [s for s in self if isinstance(s, ListeningService) and s.role == role]
+
     def startService(self) -> None:
         self.router.start()
         super().startService()
@@ -226,7 +236,8 @@ def makeService(options: Options, reactor: Any = None) -> LibchatService:
         return threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
 
     store = JsonFileStore(Path(options["data"]), run_io=run_io)
-    library = ProgramLibrary([Path(options["programs"])], now=reactor.seconds)
+    library = ProgramLibrary([Path(p) for p in options["programs"].split(os.pathsep) if p],
+                             now=reactor.seconds)
     api_endpoint = endpoints.serverFromString(reactor, options["api"])
 
     def api_port() -> int:
@@ -235,7 +246,7 @@ def makeService(options: Options, reactor: Any = None) -> LibchatService:
 
     runtime = NodeRuntime(
         reactor, library, api_port=api_port, node=options["node"],
-        runtime_dir=make_runtime_dir(options["runtime-dir"]),
+        runtime_base=options["runtime-dir"],
         magic=options["magic"], max_frame=options["max-frame"],
         start_timeout=options["start-timeout"], kill_grace=options["kill-grace"],
     )

@@ -1,0 +1,62 @@
+"""Small builders shared by the unit tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.task import Clock
+
+from libchat.library import ProgramLibrary
+from libchat.router import Router
+from libchat.store import MemoryStore
+from libchat.testing import FakeRuntime, FakeUpstream
+
+
+def make_program(base: Path, name: str, **rules: Any) -> Path:
+    d = base / name
+    d.mkdir(parents=True, exist_ok=True)
+    (d / f"{name}.js").write_text("// test program\n")
+    if rules:
+        (d / "package.json").write_text(json.dumps({"name": name, "libchat": rules}))
+    return d
+
+
+def user_message(content: str = "hi", dialog_id: str = "d1", user_id: str = "u1",
+                 message_id: str | None = None, **extra: Any) -> dict[str, Any]:
+    event = {"event_type": 1001, "dialog_id": dialog_id, "user_id": user_id,
+             "message_id": message_id or f"m-{content}",
+             "messages": {"content": content, "attachments": []}}
+    event.update(extra)
+    return event
+
+
+def close(dialog_id: str = "d1", user_id: str = "u1") -> dict[str, Any]:
+    return {"event_type": 1002, "dialog_id": dialog_id, "user_id": user_id}
+
+
+class World:
+    """A router over fakes and a clock."""
+
+    def __init__(self, tmp: Path, **router_kw: Any) -> None:
+        self.clock = Clock()
+        self.programs = tmp / "programs"
+        make_program(self.programs, "echo", keywords=["echo"])
+        make_program(self.programs, "weather", keywords=["weather"], patterns=[r"\bforecast\b"])
+        make_program(self.programs, "hello", patterns=[r"^\s*(hello|hi)\b"])
+        self.library = ProgramLibrary([self.programs], now=self.clock.seconds)
+        self.runtime = FakeRuntime()
+        self.store = MemoryStore()
+        router_kw.setdefault("idle_timeout", 60)
+        router_kw.setdefault("kill_grace", 4)
+        self.router = Router(self.clock, self.library, self.runtime, self.store, **router_kw)
+        self.router.start()
+        self.up = FakeUpstream()
+        self.router.attach(self.up)
+
+    def send(self, event: dict[str, Any], up: FakeUpstream | None = None) -> Any:
+        return self.router.receive(up or self.up, event)
+
+    def last(self) -> Any:
+        return self.runtime.started[-1]

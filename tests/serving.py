@@ -1,0 +1,80 @@
+"""Run a real libchat in the test process (real reactor, Node, sockets)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest_twisted
+from twisted.internet import defer, reactor
+
+from libchat.client import FrameClient, connect
+from libchat.tap import LibchatService, Options, makeService
+
+from .conftest import BUNDLED, FIXTURES
+
+
+class Server:
+    def __init__(self, tmp: Path, *args: str) -> None:
+        tmp.mkdir(parents=True, exist_ok=True)
+        self.data = tmp / "data"
+        self.options = Options()
+        self.options.parseOptions([
+            "--front", "tcp:0:interface=127.0.0.1", "--api", "tcp:0:interface=127.0.0.1",
+            "--programs", f"{FIXTURES}{os.pathsep}{BUNDLED}", "--data", str(self.data),
+            "--kill-grace", "1", *args])
+        self.service: LibchatService = makeService(self.options, reactor)
+        self.clients: list[FrameClient] = []
+
+    def start(self) -> "Server":
+        self.service.startService()
+        return self
+
+    def port(self, role: str) -> int:
+        return self.service.listening(role)[0].port.getHost().port
+
+    @defer.inlineCallbacks
+    def client(self) -> Any:
+        c = yield connect(reactor, f"tcp:host=127.0.0.1:port={self.port('front')}")
+        self.clients.append(c)
+        return c
+
+    def stop(self) -> "defer.Deferred[Any]":
+        for c in self.clients:
+            if c.transport is not None:
+                c.transport.loseConnection()
+        return defer.maybeDeferred(self.service.stopService)
+
+    def stop_blocking(self) -> None:
+        pytest_twisted.blockon(self.stop())
+
+
+def message(content: str, dialog_id: str = "d1", user_id: str = "u1", **extra: Any) -> dict:
+    return {"event_type": 1001, "dialog_id": dialog_id, "user_id": user_id,
+            "messages": {"content": content}, **extra}
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is dead for our purposes
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@defer.inlineCallbacks
+def wait_until(predicate: Any, timeout: float = 10.0, step: float = 0.02) -> Any:
+    """Poll a condition the server cannot signal (a process's death), bounded."""
+    from twisted.internet import task
+    waited = 0.0
+    while not predicate():
+        if waited >= timeout:
+            raise AssertionError(f"condition not met within {timeout}s")
+        yield task.deferLater(reactor, step, lambda: None)
+        waited += step

@@ -1,0 +1,162 @@
+"""One contract for every IStore (the fake and the JSON files), plus the file specifics."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from twisted.internet import defer
+
+from libchat.records import DialogRecord
+from libchat.store import JsonFileStore, MemoryStore
+
+
+def record(dialog_id: str = "d1", user: str = "u1") -> DialogRecord:
+    return DialogRecord(dialog_id=dialog_id, user_id=user, created_at=1.0, updated_at=1.0)
+
+
+class StoreContract:
+    def make(self, tmp_path: Path):  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def test_added_records_are_found(self, tmp_path: Path) -> None:
+        store = self.make(tmp_path)
+        r = record()
+        store.add(r)
+        assert store.get("d1") is r and store.get("nope") is None
+
+    def test_memory_is_scoped_by_user_and_program(self, tmp_path: Path) -> None:
+        store = self.make(tmp_path)
+        store.add(record())
+        store.memory_set("u1", "hello", "name", "Bob", "d1", 5.0)
+        assert store.memory_get("u1", "hello", "name") == "Bob"
+        assert store.memory_get("u2", "hello", "name") is None
+        assert store.memory_get("u1", "echo", "name") is None
+
+    def test_memory_save_is_noted_in_its_dialog(self, tmp_path: Path) -> None:
+        store = self.make(tmp_path)
+        store.add(record())
+        store.memory_set("u1", "hello", "k", {"deep": [1]}, "d1", 5.0)
+        assert store.get("d1").memory == {"hello": {"k": {"value": {"deep": [1]}, "at": 5.0}}}
+
+    def test_memory_set_fires_when_durable(self, tmp_path: Path) -> None:
+        store = self.make(tmp_path)
+        store.add(record())
+        d = store.memory_set("u1", "p", "k", 1, "d1", 1.0)
+        assert isinstance(d, defer.Deferred)
+
+
+class TestMemoryStore(StoreContract):
+    def make(self, tmp_path: Path) -> MemoryStore:
+        return MemoryStore()
+
+
+class TestJsonFileStore(StoreContract):
+    def make(self, tmp_path: Path) -> JsonFileStore:
+        store = JsonFileStore(tmp_path / "data")
+        store.load()
+        return store
+
+    def test_flush_writes_changed_dialogs_with_the_contract_fields(self, tmp_path: Path) -> None:
+        store = self.make(tmp_path)
+        r = record()
+        r.append({"event_type": 1001, "message_id": "m", "messages": {"content": "x"},
+                  "at": 2.0}, 2.0)
+        store.add(r)
+        assert self_result(store.flush()) == 1
+        data = json.loads((tmp_path / "data" / "d1.json").read_text())
+        for field in ("dialog_id", "user_id", "program", "state", "created_at",
+                      "updated_at", "messages", "memory"):
+            assert field in data
+        assert data["messages"][0]["seq"] == 1
+        assert self_result(store.flush()) == 0  # nothing changed since
+
+    def test_files_are_owner_only_and_no_temp_file_remains(self, tmp_path: Path) -> None:
+        store = self.make(tmp_path)
+        store.add(record())
+        self_result(store.flush())
+        path = tmp_path / "data" / "d1.json"
+        assert path.stat().st_mode & 0o777 == 0o600
+        assert [p.name for p in (tmp_path / "data").iterdir()] == ["d1.json"]
+
+    def test_restart_reads_back_dialogs_and_memory(self, tmp_path: Path) -> None:
+        store = self.make(tmp_path)
+        store.add(record())
+        store.add(record("d2"))
+        store.memory_set("u1", "hello", "name", "old", "d1", 1.0)
+        store.memory_set("u1", "hello", "name", "new", "d2", 2.0)
+        self_result(store.flush())
+        again = JsonFileStore(tmp_path / "data")
+        assert {r.dialog_id for r in again.load()} == {"d1", "d2"}
+        assert again.memory_get("u1", "hello", "name") == "new"  # newest save wins
+
+    def test_a_corrupt_file_is_skipped_not_fatal(self, tmp_path: Path, logged) -> None:
+        logged.allow("skipping unreadable dialog file")
+        store = self.make(tmp_path)
+        store.add(record())
+        self_result(store.flush())
+        (tmp_path / "data" / "bad.json").write_text("{not json")
+        (tmp_path / "data" / "liar.json").write_text(json.dumps(record("other").to_json()))
+        again = JsonFileStore(tmp_path / "data")
+        assert [r.dialog_id for r in again.load()] == ["d1"]
+
+    def test_interrupted_write_leaves_the_old_file(self, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+        store = self.make(tmp_path)
+        r = record()
+        store.add(r)
+        self_result(store.flush())
+        before = (tmp_path / "data" / "d1.json").read_bytes()
+        r.program = "changed"
+        store.changed(r)
+
+        def crash(*a: object) -> None:
+            raise OSError("disk on fire")
+
+        monkeypatch.setattr(os, "replace", crash)
+        failure = []
+        store.flush().addErrback(failure.append)
+        assert failure and (tmp_path / "data" / "d1.json").read_bytes() == before
+        monkeypatch.undo()
+        assert self_result(store.flush()) == 1  # kept dirty, retried
+        assert json.loads((tmp_path / "data" / "d1.json").read_text())["program"] == "changed"
+
+    def test_hostile_ids_never_become_paths(self, tmp_path: Path) -> None:
+        store = self.make(tmp_path)
+        for bad in ("../x", "..", "a/b", ".hidden"):
+            with pytest.raises(ValueError):
+                store.path_for(bad)
+
+    def test_flush_during_flush_waits_and_writes_later_changes(self, tmp_path: Path) -> None:
+        pending: list[defer.Deferred] = []
+        calls: list = []
+
+        def slow_io(f, *args):
+            d = defer.Deferred()
+            pending.append(d)
+            calls.append((f, args))
+            return d
+
+        store = JsonFileStore(tmp_path / "data", run_io=slow_io)
+        store.load()
+        store.add(record())
+        first = store.flush()
+        store.add(record("d2"))
+        second = store.flush()
+        assert len(pending) == 1  # never two writers at once
+        pending[0].callback(calls[0][0]())
+        assert len(pending) == 2
+        pending[1].callback(calls[1][0]())
+        assert self_result(first) == 1 and self_result(second) == 1
+        assert (tmp_path / "data" / "d2.json").exists()
+
+
+def self_result(d: defer.Deferred):
+    out = []
+    d.addBoth(out.append)
+    assert out, "deferred did not fire"
+    if hasattr(out[0], "raiseException"):
+        out[0].raiseException()
+    return out[0]
