@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime, timezone
-from typing import IO, Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import IO, Any
 
 from twisted.logger import ILogObserver, formatEvent
 from zope.interface import provider
@@ -27,7 +28,7 @@ def to_json_line(event: dict[str, Any]) -> str:
     """One log event as a single line of JSON (no newline inside)."""
     level = event.get("log_level")
     out: dict[str, Any] = {
-        "time": datetime.fromtimestamp(event.get("log_time") or 0, timezone.utc)
+        "time": datetime.fromtimestamp(event.get("log_time") or 0, UTC)
         .isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "level": getattr(level, "name", "info"),
         "namespace": event.get("log_namespace", "-"),

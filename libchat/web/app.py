@@ -6,8 +6,8 @@ with the resulting site. Every piece receives the reactor (the clock) here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import attrs
 from autobahn.twisted.resource import WebSocketResource
@@ -23,8 +23,14 @@ from libchat.web.auth import Authenticator
 from libchat.web.gateway import WebGateway
 from libchat.web.metrics import Metrics
 from libchat.web.rest import ChatAPI
-from libchat.web.ws import (DEFAULT_MAX_PER_USER, DEFAULT_PING, DEFAULT_PONG, DEFAULT_RATE,
-                            ChatSocketFactory, ConnectionRegistry)
+from libchat.web.ws import (
+    DEFAULT_MAX_PER_USER,
+    DEFAULT_PING,
+    DEFAULT_PONG,
+    DEFAULT_RATE,
+    ChatSocketFactory,
+    ConnectionRegistry,
+)
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"

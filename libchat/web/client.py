@@ -47,11 +47,11 @@ class ChatClient(WebSocketClientProtocol):
         self.sendMessage(dumps(event), isBinary=False)
 
     def next_event(self, clock: IReactorTime, timeout: float = 10.0,
-                   ) -> "defer.Deferred[dict[str, Any]]":
+                   ) -> defer.Deferred[dict[str, Any]]:
         """The next event, failing with ``defer.TimeoutError`` after ``timeout``."""
         return self.events.get().addTimeout(timeout, clock)
 
-    def close(self) -> "defer.Deferred[int | None]":
+    def close(self) -> defer.Deferred[int | None]:
         if not self.closed.called:
             self.sendClose(1000)
         return self.closed

@@ -108,7 +108,7 @@ class WebGateway:
                 return int(entry["seq"])
         return None
 
-    def wait(self, dialog_id: str, timeout: float) -> "defer.Deferred[None]":
+    def wait(self, dialog_id: str, timeout: float) -> defer.Deferred[None]:
         """Fires with None when the dialog gets an entry, or after ``timeout``.
         Cancelling it (the client went away) forgets it."""
         d: defer.Deferred[None] = defer.Deferred(lambda d: self._forget(dialog_id, d))
@@ -120,7 +120,7 @@ class WebGateway:
         """Long-polls waiting now (a queue depth metric)."""
         return sum(len(ws) for ws in self._waiters.values())
 
-    def _forget(self, dialog_id: str, d: "defer.Deferred[None]") -> None:
+    def _forget(self, dialog_id: str, d: defer.Deferred[None]) -> None:
         waiters = self._waiters.get(dialog_id)
         if waiters and d in waiters:
             waiters.remove(d)

@@ -9,7 +9,8 @@ together.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from klein import Klein
 from twisted.internet import defer

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
@@ -63,17 +64,17 @@ class ConnectionRegistry:
     def full(self, user_id: str) -> bool:
         return len(self._by_user.get(user_id, ())) >= self.max_per_user
 
-    def add(self, conn: "ChatSocket") -> None:
+    def add(self, conn: ChatSocket) -> None:
         self._by_user[conn.user_id].append(conn)
 
-    def remove(self, conn: "ChatSocket") -> None:
+    def remove(self, conn: ChatSocket) -> None:
         conns = self._by_user.get(conn.user_id)
         if conns and conn in conns:
             conns.remove(conn)
             if not conns:
                 del self._by_user[conn.user_id]
 
-    def connections(self, user_id: str) -> list["ChatSocket"]:
+    def connections(self, user_id: str) -> list[ChatSocket]:
         return list(self._by_user.get(user_id, ()))
 
     def count(self) -> int:
@@ -98,7 +99,7 @@ log = Logger("libchat.web.ws")
 
 
 class ChatSocket(WebSocketServerProtocol):
-    factory: "ChatSocketFactory"
+    factory: ChatSocketFactory
     user_id: str = ""
     conn_id: int = 0
     _limiter: RateLimiter
@@ -154,7 +155,7 @@ class ChatSocket(WebSocketServerProtocol):
             answers = self._handle(payload, isBinary)
         except BadEvent as e:
             answers = [e.event()]
-        except Exception:
+        except Exception:  # noqa: BLE001 - one bad message must not end the socket
             log.failure("internal error handling a WebSocket message of {user_id}",
                              user_id=self.user_id)
             answers = [codes.error(codes.INTERNAL_ERROR, "internal error; see the server log")]
@@ -200,7 +201,7 @@ def _str(value: Any) -> str | None:
 
 
 class ChatSocketFactory(WebSocketServerFactory):
-    protocol = ChatSocket
+    protocol = ChatSocket  # type: ignore[assignment]  # autobahn types it loosely
 
     def __init__(self, gateway: WebGateway, auth: Authenticator, registry: ConnectionRegistry,
                  clock: IReactorTime, *, rate: float = DEFAULT_RATE, max_frame: int,

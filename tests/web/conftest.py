@@ -15,12 +15,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
-from tests.conftest import BUNDLED, FIXTURES, ROOT  # noqa: F401 (re-exported)
+from ..conftest import BUNDLED, FIXTURES, ROOT
 
 TWISTD = Path(sys.executable).with_name("twistd")
 SECRET = "test-secret-of-at-least-32-bytes-0123456789"
@@ -135,4 +136,4 @@ def dev_server(tmp_path_factory: Any) -> Iterator[Server]:
     yield from start_server(tmp_path_factory)
 
 
-__all__ = ["Server", "SECRET", "FIXTURES"]
+__all__ = ["FIXTURES", "SECRET", "Server"]

@@ -1,21 +1,17 @@
-"""A router on fakes (FakeRuntime, MemoryStore, task.Clock) with the web doors on it."""
+"""The core unit tests' world (a router on fakes and a task.Clock) with the web
+doors built on it, and a pusher that records what each user was sent."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from twisted.internet.task import Clock
-
-from libchat.library import ProgramLibrary
-from libchat.router import Router
-from libchat.testing import FakeRuntime, MemoryStore
 from libchat.web import app as web
-from tests.conftest import BUNDLED
+
+from ..helpers import World as CoreWorld
 
 
 class Pushes:
-    """A pusher that records what each user was sent."""
-
     def __init__(self) -> None:
         self.sent: list[tuple[str, dict[str, Any]]] = []
 
@@ -26,20 +22,16 @@ class Pushes:
         return [e for u, e in self.sent if u == user_id]
 
 
-class World:
-    def __init__(self, secret: bytes | None = None, **settings: Any) -> None:
-        self.clock = Clock()
-        self.clock.advance(1_000_000)
-        self.runtime = FakeRuntime()
-        self.store = MemoryStore()
-        self.router = Router(self.clock, ProgramLibrary([BUNDLED], now=self.clock.seconds),
-                             self.runtime, self.store)
+class World(CoreWorld):
+    def __init__(self, tmp: Path, secret: bytes | None = None, **settings: Any) -> None:
+        super().__init__(tmp)
         self.web = web.build(self.router, self.clock, web.WebSettings(secret=secret, **settings))
         self.gateway = self.web.gateway
         self.pushes = Pushes()
         self.gateway.pushers.append(self.pushes)
 
     def instance(self, n: int = -1) -> Any:
+        """The n-th started instance, connected."""
         inst = self.runtime.started[n]
         if not inst.connected:
             inst.connect()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -10,7 +11,8 @@ from treq.testing import StubTreq
 
 from libchat import codes
 from libchat.web.auth import mint
-from tests.web.helpers import World
+
+from .helpers import World
 
 SECRET = b"unit-test-secret-of-32-bytes-or-more-000"
 
@@ -41,8 +43,8 @@ def call(stub: StubTreq, method: str, path: str, user: str | None = "alice",
     return response.code, json.loads(raw) if raw else None
 
 
-def test_session_messages_long_poll_and_close() -> None:
-    w = World()
+def test_session_messages_long_poll_and_close(tmp_path: Path) -> None:
+    w = World(tmp_path)
     stub = client(w)
     status, session = call(stub, "POST", "/api/chat/sessions", body={"intent": "echo"})
     assert status == 201 and session["user_id"] == "alice"
@@ -66,8 +68,8 @@ def test_session_messages_long_poll_and_close() -> None:
     assert got["messages"][0]["reason"] == codes.CLIENT_CLOSED
 
 
-def test_wait_is_clamped_to_30_seconds() -> None:
-    w = World()
+def test_wait_is_clamped_to_30_seconds(tmp_path: Path) -> None:
+    w = World(tmp_path)
     stub = client(w)
     _, session = call(stub, "POST", "/api/chat/sessions")
     got: list[Any] = []
@@ -82,8 +84,8 @@ def test_wait_is_clamped_to_30_seconds() -> None:
     assert json.loads(got[0].content().result) == {"messages": []}
 
 
-def test_errors() -> None:
-    w = World(rate=2, max_frame=1000)
+def test_errors(tmp_path: Path) -> None:
+    w = World(tmp_path, rate=2, max_frame=1000)
     stub = client(w)
     _, session = call(stub, "POST", "/api/chat/sessions", body={"intent": "echo"})
     base = f"/api/chat/sessions/{session['session_id']}"
@@ -104,8 +106,8 @@ def test_errors() -> None:
     assert call(stub, "POST", base + "/messages", body={"content": "hi"})[0] == 202
 
 
-def test_jwt_mode_wants_a_valid_bearer_token() -> None:
-    w = World(secret=SECRET)
+def test_jwt_mode_wants_a_valid_bearer_token(tmp_path: Path) -> None:
+    w = World(tmp_path, secret=SECRET)
     stub = client(w)
     assert call(stub, "POST", "/api/chat/sessions")[0] == 401  # X-User-Id is not enough
     good = {"Authorization": "Bearer " + mint(SECRET, "carol")}
@@ -115,8 +117,8 @@ def test_jwt_mode_wants_a_valid_bearer_token() -> None:
     assert call(stub, "POST", "/api/chat/sessions", user=None, headers=bad)[0] == 401
 
 
-def test_page_static_openapi_healthz_and_metrics_are_served() -> None:
-    w = World()
+def test_page_static_openapi_healthz_and_metrics_are_served(tmp_path: Path) -> None:
+    w = World(tmp_path)
     stub = client(w)
     d = stub.get("http://libchat/")
     stub.flush()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,7 +12,8 @@ from libchat import codes
 from libchat.interfaces import IUpstream
 from libchat.testing import FakeUpstream
 from libchat.web.gateway import MAX_REPLAY, NotFound
-from tests.web.helpers import World
+
+from .helpers import World
 
 
 def msg(dialog: str, user: str, content: str, message_id: str = "m1") -> dict[str, Any]:
@@ -19,14 +21,14 @@ def msg(dialog: str, user: str, content: str, message_id: str = "m1") -> dict[st
             "messages": {"content": content, "attachments": []}}
 
 
-def test_the_gateway_is_an_always_alive_upstream_of_channel_web() -> None:
-    w = World()
+def test_the_gateway_is_an_always_alive_upstream_of_channel_web(tmp_path: Path) -> None:
+    w = World(tmp_path)
     assert verifyObject(IUpstream, w.gateway)
     assert w.gateway.channel == "web" and w.gateway.alive()
 
 
-def test_replies_go_to_every_connection_of_the_dialogs_user_only() -> None:
-    w = World()
+def test_replies_go_to_every_connection_of_the_dialogs_user_only(tmp_path: Path) -> None:
+    w = World(tmp_path)
     assert w.gateway.receive(msg("d1", "alice", "echo hi")) is None
     w.instance().say({"event_type": 2001, "messages": {"content": "echo: hi"}})
     [event] = w.pushes.to("alice")
@@ -34,8 +36,8 @@ def test_replies_go_to_every_connection_of_the_dialogs_user_only() -> None:
     assert w.pushes.to("bob") == []
 
 
-def test_a_dialog_stays_with_its_front_door() -> None:
-    w = World()
+def test_a_dialog_stays_with_its_front_door(tmp_path: Path) -> None:
+    w = World(tmp_path)
     frame = FakeUpstream("frame")
     w.router.attach(frame)
     w.router.receive(frame, msg("fd", "alice", "echo over frames"))
@@ -48,8 +50,8 @@ def test_a_dialog_stays_with_its_front_door() -> None:
         w.gateway.replay("alice", "fd")
 
 
-def test_replay_gives_entries_after_a_seq_exactly_as_sent_at_most_500() -> None:
-    w = World()
+def test_replay_gives_entries_after_a_seq_exactly_as_sent_at_most_500(tmp_path: Path) -> None:
+    w = World(tmp_path)
     w.gateway.receive(msg("d1", "alice", "echo 0", "m0"))
     inst = w.instance()
     for i in range(300):
@@ -67,8 +69,8 @@ def test_replay_gives_entries_after_a_seq_exactly_as_sent_at_most_500() -> None:
         w.gateway.replay("bob", "d1")
 
 
-def test_a_session_pins_its_intent() -> None:
-    w = World()
+def test_a_session_pins_its_intent(tmp_path: Path) -> None:
+    w = World(tmp_path)
     sid = w.gateway.open_session("alice", "echo")
     w.gateway.receive(msg(sid, "alice", "no keyword here"))
     assert w.runtime.started[-1].program == "echo"
@@ -76,8 +78,8 @@ def test_a_session_pins_its_intent() -> None:
         w.gateway.open_session("alice", "Not An Intent")
 
 
-def test_long_poll_wakes_on_a_new_entry_and_times_out_otherwise() -> None:
-    w = World()
+def test_long_poll_wakes_on_a_new_entry_and_times_out_otherwise(tmp_path: Path) -> None:
+    w = World(tmp_path)
     sid = w.gateway.open_session("alice", "echo")
     woke: list[Any] = []
     w.gateway.wait(sid, 30).addCallback(woke.append)
@@ -92,8 +94,8 @@ def test_long_poll_wakes_on_a_new_entry_and_times_out_otherwise() -> None:
     assert timed_out == [None] and w.gateway.waiting() == 0
 
 
-def test_a_cancelled_long_poll_is_forgotten() -> None:
-    w = World()
+def test_a_cancelled_long_poll_is_forgotten(tmp_path: Path) -> None:
+    w = World(tmp_path)
     sid = w.gateway.open_session("alice")
     d = w.gateway.wait(sid, 30)
     d.addErrback(lambda f: None)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import pytest_twisted
@@ -12,7 +13,8 @@ from twisted.logger import Logger, LogLevel
 
 from libchat.logs import to_json_line
 from libchat.web.client import connect_ws
-from tests.web.conftest import BUNDLED, Server
+
+from .conftest import BUNDLED, Server
 
 
 def test_an_event_becomes_one_line_with_its_fields() -> None:
@@ -33,7 +35,7 @@ def test_a_failure_carries_its_traceback() -> None:
     events: list[dict[str, Any]] = []
     log = Logger(observer=events.append)
     try:
-        1 / 0
+        raise ZeroDivisionError("division by zero")
     except ZeroDivisionError:
         log.failure("it broke in {dialog_id}", dialog_id="d2", level=LogLevel.critical)
     data = json.loads(to_json_line(events[0]))

@@ -10,7 +10,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import defer, reactor, task
 
 from libchat.web.client import connect_ws
-from tests.web.conftest import Server
+
+from .conftest import Server
 
 
 @defer.inlineCallbacks

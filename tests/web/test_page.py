@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import json
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT
-from tests.web.conftest import Server
+from libchat.web.auth import mint
+
+from ..conftest import ROOT
+from .conftest import SECRET, Server
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -133,8 +136,6 @@ def test_page_reconnects_and_replays_what_it_missed(page: Any, dev_server: Serve
 
 
 def test_page_in_jwt_mode_asks_for_a_token(page: Any, jwt_server: Server) -> None:
-    from libchat.web.auth import mint
-    from tests.web.conftest import SECRET
     page.goto(jwt_server.url("/"))
     page.locator("#login-token").wait_for()
     assert page.locator("#login-user").is_hidden()

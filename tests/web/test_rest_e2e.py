@@ -12,7 +12,8 @@ from twisted.internet import defer, reactor
 from libchat import codes
 from libchat.web.auth import mint
 from libchat.web.client import connect_ws
-from tests.web.conftest import SECRET, Server
+
+from .conftest import SECRET, Server
 
 
 def auth(user: str) -> dict[str, str]:

@@ -14,7 +14,8 @@ from libchat import codes
 from libchat.client import connect as connect_frame
 from libchat.web.auth import mint
 from libchat.web.client import ChatClient, Refused, connect_ws
-from tests.web.conftest import SECRET, Server
+
+from .conftest import SECRET, Server
 
 UPGRADE = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
@@ -28,7 +29,7 @@ def dialog_id() -> str:
     return "d-" + uuid.uuid4().hex[:12]
 
 
-def open_ws(server: Server, user: str, **kw: Any) -> "defer.Deferred[ChatClient]":
+def open_ws(server: Server, user: str, **kw: Any) -> defer.Deferred[ChatClient]:
     return connect_ws(reactor, "127.0.0.1", server.web, f"token={token(user)}", **kw)
 
 
