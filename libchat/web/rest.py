@@ -20,8 +20,7 @@ from werkzeug.exceptions import HTTPException
 
 from libchat import codes
 from libchat.events import BadEvent, check_upstream
-from libchat.jsonc import JSONDecodeError, loads
-from libchat.memory import ApiError, json_response
+from libchat.memory import ApiError, json_body, json_response
 from libchat.web.auth import Authenticator, Unauthorized
 from libchat.web.gateway import MAX_REPLAY, NotFound, WebGateway
 from libchat.web.ws import RateLimiter
@@ -57,21 +56,7 @@ class ChatAPI:
             raise ApiError(401, "UNAUTHORIZED", str(e)) from None
 
     def _body(self, request: IRequest, required: bool = True) -> dict[str, Any]:
-        content = request.content
-        content.seek(0, 2)
-        size = content.tell()
-        if size > self.max_body:
-            raise ApiError(413, codes.MSG_TOO_LARGE, f"body over {self.max_body} bytes")
-        content.seek(0)
-        if size == 0 and not required:
-            return {}
-        try:
-            body = loads(content.read())
-        except (JSONDecodeError, ValueError, UnicodeDecodeError):
-            raise ApiError(400, codes.BAD_REQUEST, "body is not valid JSON") from None
-        if not isinstance(body, dict):
-            raise ApiError(400, codes.BAD_REQUEST, "body must be a JSON object")
-        return body
+        return json_body(request, self.max_body, required)
 
     def _limit(self, user_id: str) -> None:
         limiter = self._limiters.get(user_id)
