@@ -114,7 +114,7 @@ def test_schemathesis_finds_no_difference_between_document_and_server(server: Se
     result = subprocess.run(
         [str(SCHEMATHESIS), "run", server.url("/api/openapi.json"),
          "-H", f"Authorization: Bearer {token}", "--checks", "all",
-         "--max-examples", "15", "--seed", "1", "--generation-database", "none",
+         "--max-examples", "10", "--seed", "1", "--generation-database", "none",
          "--request-timeout", "5", "--no-color"],
         check=False, cwd=str(tmp_path), env=env, capture_output=True, text=True,
         timeout=240)
