@@ -7,7 +7,7 @@ Invalid values (negative, not a number) are left alone: those are the point.
 
 import schemathesis
 
-MAX_WAIT = 0.2
+MAX_WAIT = 0.01
 
 
 @schemathesis.hook
