@@ -1,10 +1,12 @@
-"""Small builders shared by the unit tests."""
+"""Small builders shared by the tests (trial test cases, run by trial or pytest)."""
 
 from __future__ import annotations
 
 import json
+import traceback
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from twisted.internet.task import Clock
 
@@ -12,6 +14,37 @@ from libchat.library import ProgramLibrary
 from libchat.router import Router
 from libchat.store import MemoryStore
 from libchat.testing import FakeRuntime, FakeUpstream
+
+ROOT = Path(__file__).resolve().parent.parent
+BUNDLED = ROOT / "programs"
+FIXTURES = ROOT / "tests" / "programs"
+
+C = TypeVar("C")
+
+
+def tmp_dir(case: Any) -> Path:
+    """A fresh, absolute directory for one test (trial's ``mktemp``; under pytest
+    the conftest runs trial cases in pytest's ``tmp_path``)."""
+    path = Path(case.mktemp()).resolve()
+    path.mkdir()
+    return path
+
+
+def each_case(case: Any, cases: Iterable[C], check: Callable[[C], Any],
+              name: Callable[[C], str] = repr) -> None:
+    """Trial has no parametrize: run ``check`` on every case and fail once,
+    naming each case that failed and why."""
+    cases = list(cases)
+    failures = []
+    for c in cases:
+        try:
+            check(c)
+        except AssertionError as e:
+            failures.append(f"case {name(c)}: {type(e).__name__}: {e}")
+        except Exception:  # noqa: BLE001 - reported as this case's failure
+            failures.append(f"case {name(c)}: {traceback.format_exc()}")
+    if failures:
+        case.fail(f"{len(failures)} of {len(cases)} cases failed:\n" + "\n".join(failures))
 
 
 def make_program(base: Path, name: str, **rules: Any) -> Path:

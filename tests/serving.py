@@ -6,13 +6,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-import pytest_twisted
 from twisted.internet import defer, reactor
 
 from libchat.client import FrameClient, connect
 from libchat.tap import LibchatService, Options, makeService
 
-from .conftest import BUNDLED, FIXTURES
+from .helpers import BUNDLED, FIXTURES
 
 
 class Server:
@@ -27,7 +26,7 @@ class Server:
         self.service: LibchatService = makeService(self.options, reactor)
         self.clients: list[FrameClient] = []
 
-    def start(self) -> "Server":
+    def start(self) -> Server:
         self.service.startService()
         return self
 
@@ -40,14 +39,13 @@ class Server:
         self.clients.append(c)
         return c
 
-    def stop(self) -> "defer.Deferred[Any]":
+    def stop(self) -> defer.Deferred[Any]:
+        """Close our clients (waiting until they are closed) and stop the service."""
         for c in self.clients:
             if c.transport is not None:
                 c.transport.loseConnection()
-        return defer.maybeDeferred(self.service.stopService)
-
-    def stop_blocking(self) -> None:
-        pytest_twisted.blockon(self.stop())
+        closed = defer.gatherResults([c.closed for c in self.clients])
+        return closed.addCallback(lambda _: self.service.stopService())
 
 
 def message(content: str, dialog_id: str = "d1", user_id: str = "u1", **extra: Any) -> dict:

@@ -13,6 +13,8 @@ from twisted.trial.unittest import TestCase
 from libchat.cli import render
 from libchat.tap import Options, makeService
 
+from .logcheck import LogCheckMixin
+
 ROOT = Path(__file__).resolve().parent.parent
 CLI = str(Path(sys.executable).parent / "libchat-cli")
 T = 20.0
@@ -49,7 +51,7 @@ class Terminal(protocol.ProcessProtocol):
         self.ended.callback(reason.value.exitCode)
 
 
-class CliTests(TestCase):
+class CliTests(LogCheckMixin, TestCase):
     def start_server(self) -> int:
         options = Options()
         data = Path(self.mktemp())
@@ -84,7 +86,7 @@ class CliTests(TestCase):
         self.assertEqual(code, 0)
 
 
-class RenderTests(TestCase):
+class RenderTests(LogCheckMixin, TestCase):
     def test_each_event_type_reads_clearly(self) -> None:
         self.assertEqual(render({"event_type": 2001, "program": "echo",
                                  "messages": {"content": "x"}}), "[echo] x")

@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import pytest
 from treq.testing import StubTreq
+from twisted.trial.unittest import SynchronousTestCase
 
 from libchat.memory import MAX_BODY, MemoryAPI
 from libchat.records import DialogRecord
 from libchat.router import TokenInfo
 from libchat.store import MemoryStore
+
+from .helpers import each_case
+from .logcheck import LogCheckMixin
 
 
 class Tokens:
@@ -24,8 +27,7 @@ class Tokens:
         return self.known.get(token)
 
 
-@pytest.fixture
-def api() -> tuple[StubTreq, MemoryStore]:
+def make_api() -> tuple[StubTreq, MemoryStore]:
     store = MemoryStore()
     store.add(DialogRecord(dialog_id="d1", user_id="u1", created_at=0, updated_at=0))
     return StubTreq(MemoryAPI(Tokens(), store, lambda: 42.0).app.resource()), store
@@ -55,54 +57,9 @@ def query(key: str = "name", **extra: Any) -> dict:
             **extra}
 
 
-def test_save_then_query_round_trip(api) -> None:
-    treq, store = api
-    assert call(treq, save(value={"a": [1, 2]})) == (200, {
-        "event_type": 3000, "action": "save_tool_memory", "key": "name", "ok": True})
-    assert call(treq, query()) == (200, {"event_type": 3000, "action": "get_tool_memory",
-                                         "key": "name", "value": {"a": [1, 2]}})
-    assert store.get("d1").memory["hello"]["name"]["at"] == 42.0
+BAD_TOKENS = [None, "", "forged", "tok-u1 extra"]
 
-
-def test_unknown_key_is_null(api) -> None:
-    assert call(api[0], query("never"))[1]["value"] is None
-
-
-def test_user_id_may_be_omitted(api) -> None:
-    body = save()
-    del body["user_id"]
-    assert call(api[0], body)[0] == 200
-
-
-def test_another_users_memory_is_invisible(api) -> None:
-    treq, _ = api
-    call(treq, save())
-    other = query()
-    other["user_id"] = "u2"
-    assert call(treq, other, token="tok-u2")[1]["value"] is None
-
-
-def test_another_programs_memory_is_invisible(api) -> None:
-    treq, _ = api
-    call(treq, save())
-    assert call(treq, query(), token="tok-u1-echo")[1]["value"] is None
-
-
-@pytest.mark.parametrize("token", [None, "", "forged", "tok-u1 extra"])
-def test_missing_or_unknown_token_is_401(api, token: str | None) -> None:
-    code, body = call(api[0], query(), token=token)
-    assert code == 401 and body["code"] == "UNAUTHORIZED"
-
-
-def test_body_user_of_another_user_is_403_and_nothing_written(api) -> None:
-    treq, store = api
-    code, body = call(treq, save(user_id="u2"))
-    assert code == 403 and "message" in body
-    assert store.memory_get("u1", "hello", "name") is None
-    assert store.memory_get("u2", "hello", "name") is None
-
-
-@pytest.mark.parametrize("body", [
+BAD_BODIES: list[Any] = [
     b"{not json", b"[]", b"\xff", {"event_type": 3001, "action": "query_tool_memory", "key": "k"},
     {"event_type": 3000, "action": "drop_tables", "key": "k"},
     {"event_type": 3000, "action": "query_tool_memory"},
@@ -110,21 +67,71 @@ def test_body_user_of_another_user_is_403_and_nothing_written(api) -> None:
     {"event_type": 3000, "action": "query_tool_memory", "key": 5},
     {"event_type": 3000, "action": "query_tool_memory", "key": "k" * 257},
     {"event_type": 3000, "action": "save_tool_memory", "key": "k"},
-], ids=str)
-def test_bad_bodies_are_400_with_a_json_error(api, body: Any) -> None:
-    treq, store = api
-    code, answer = call(treq, body)
-    assert code == 400 and answer["code"] == "BAD_REQUEST" and answer["message"]
-    assert store.get("d1").memory == {}
+]
 
 
-def test_wrong_content_type_is_415(api) -> None:
-    code, answer = call(api[0], save(), content_type="text/plain")
-    assert code == 415 and answer["code"] == "BAD_REQUEST"
+class MemoryAPITests(LogCheckMixin, SynchronousTestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.treq, self.store = make_api()
 
+    def test_save_then_query_round_trip(self) -> None:
+        treq, store = self.treq, self.store
+        assert call(treq, save(value={"a": [1, 2]})) == (200, {
+            "event_type": 3000, "action": "save_tool_memory", "key": "name", "ok": True})
+        assert call(treq, query()) == (200, {"event_type": 3000, "action": "get_tool_memory",
+                                             "key": "name", "value": {"a": [1, 2]}})
+        assert store.get("d1").memory["hello"]["name"]["at"] == 42.0
 
-def test_oversized_body_is_413_and_nothing_written(api) -> None:
-    treq, store = api
-    code, answer = call(treq, save(value="x" * MAX_BODY))
-    assert code == 413 and answer["code"] == "MSG_TOO_LARGE"
-    assert store.get("d1").memory == {}
+    def test_unknown_key_is_null(self) -> None:
+        assert call(self.treq, query("never"))[1]["value"] is None
+
+    def test_user_id_may_be_omitted(self) -> None:
+        body = save()
+        del body["user_id"]
+        assert call(self.treq, body)[0] == 200
+
+    def test_another_users_memory_is_invisible(self) -> None:
+        treq = self.treq
+        call(treq, save())
+        other = query()
+        other["user_id"] = "u2"
+        assert call(treq, other, token="tok-u2")[1]["value"] is None
+
+    def test_another_programs_memory_is_invisible(self) -> None:
+        treq = self.treq
+        call(treq, save())
+        assert call(treq, query(), token="tok-u1-echo")[1]["value"] is None
+
+    def test_missing_or_unknown_token_is_401(self) -> None:
+        def check(token: str | None) -> None:
+            code, body = call(make_api()[0], query(), token=token)
+            assert code == 401 and body["code"] == "UNAUTHORIZED"
+
+        each_case(self, BAD_TOKENS, check)
+
+    def test_body_user_of_another_user_is_403_and_nothing_written(self) -> None:
+        treq, store = self.treq, self.store
+        code, body = call(treq, save(user_id="u2"))
+        assert code == 403 and "message" in body
+        assert store.memory_get("u1", "hello", "name") is None
+        assert store.memory_get("u2", "hello", "name") is None
+
+    def test_bad_bodies_are_400_with_a_json_error(self) -> None:
+        def check(body: Any) -> None:
+            treq, store = make_api()  # a fresh API and store per case
+            code, answer = call(treq, body)
+            assert code == 400 and answer["code"] == "BAD_REQUEST" and answer["message"]
+            assert store.get("d1").memory == {}
+
+        each_case(self, BAD_BODIES, check, name=str)
+
+    def test_wrong_content_type_is_415(self) -> None:
+        code, answer = call(self.treq, save(), content_type="text/plain")
+        assert code == 415 and answer["code"] == "BAD_REQUEST"
+
+    def test_oversized_body_is_413_and_nothing_written(self) -> None:
+        treq, store = self.treq, self.store
+        code, answer = call(treq, save(value="x" * MAX_BODY))
+        assert code == 413 and answer["code"] == "MSG_TOO_LARGE"
+        assert store.get("d1").memory == {}

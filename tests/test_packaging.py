@@ -15,8 +15,10 @@ from twisted.application.service import IServiceMaker
 from twisted.plugin import getPlugins
 from twisted.trial.unittest import SynchronousTestCase
 
+from .logcheck import LogCheckMixin
 
-class PluginTests(SynchronousTestCase):
+
+class PluginTests(LogCheckMixin, SynchronousTestCase):
     def test_getplugins_lists_libchat(self) -> None:
         makers = {p.tapname: p for p in getPlugins(IServiceMaker)}
         self.assertIn("libchat", makers)

@@ -6,28 +6,35 @@ import json
 import os
 from pathlib import Path
 
-import pytest
 from twisted.internet import defer
+from twisted.trial.unittest import SynchronousTestCase
 
 from libchat.records import DialogRecord
 from libchat.store import JsonFileStore, MemoryStore
+
+from .helpers import tmp_dir
+from .logcheck import LogCheckMixin
 
 
 def record(dialog_id: str = "d1", user: str = "u1") -> DialogRecord:
     return DialogRecord(dialog_id=dialog_id, user_id=user, created_at=1.0, updated_at=1.0)
 
 
-class StoreContract:
+class StoreContract(LogCheckMixin):
+    """The tests every IStore passes; mixed into one test case per store."""
+
     def make(self, tmp_path: Path):  # pragma: no cover - overridden
         raise NotImplementedError
 
-    def test_added_records_are_found(self, tmp_path: Path) -> None:
+    def test_added_records_are_found(self) -> None:
+        tmp_path = tmp_dir(self)
         store = self.make(tmp_path)
         r = record()
         store.add(r)
         assert store.get("d1") is r and store.get("nope") is None
 
-    def test_memory_is_scoped_by_user_and_program(self, tmp_path: Path) -> None:
+    def test_memory_is_scoped_by_user_and_program(self) -> None:
+        tmp_path = tmp_dir(self)
         store = self.make(tmp_path)
         store.add(record())
         store.memory_set("u1", "hello", "name", "Bob", "d1", 5.0)
@@ -35,31 +42,34 @@ class StoreContract:
         assert store.memory_get("u2", "hello", "name") is None
         assert store.memory_get("u1", "echo", "name") is None
 
-    def test_memory_save_is_noted_in_its_dialog(self, tmp_path: Path) -> None:
+    def test_memory_save_is_noted_in_its_dialog(self) -> None:
+        tmp_path = tmp_dir(self)
         store = self.make(tmp_path)
         store.add(record())
         store.memory_set("u1", "hello", "k", {"deep": [1]}, "d1", 5.0)
         assert store.get("d1").memory == {"hello": {"k": {"value": {"deep": [1]}, "at": 5.0}}}
 
-    def test_memory_set_fires_when_durable(self, tmp_path: Path) -> None:
+    def test_memory_set_fires_when_durable(self) -> None:
+        tmp_path = tmp_dir(self)
         store = self.make(tmp_path)
         store.add(record())
         d = store.memory_set("u1", "p", "k", 1, "d1", 1.0)
         assert isinstance(d, defer.Deferred)
 
 
-class TestMemoryStore(StoreContract):
+class TestMemoryStore(StoreContract, SynchronousTestCase):
     def make(self, tmp_path: Path) -> MemoryStore:
         return MemoryStore()
 
 
-class TestJsonFileStore(StoreContract):
+class TestJsonFileStore(StoreContract, SynchronousTestCase):
     def make(self, tmp_path: Path) -> JsonFileStore:
         store = JsonFileStore(tmp_path / "data")
         store.load()
         return store
 
-    def test_flush_writes_changed_dialogs_with_the_contract_fields(self, tmp_path: Path) -> None:
+    def test_flush_writes_changed_dialogs_with_the_contract_fields(self) -> None:
+        tmp_path = tmp_dir(self)
         store = self.make(tmp_path)
         r = record()
         r.append({"event_type": 1001, "message_id": "m", "messages": {"content": "x"},
@@ -73,7 +83,8 @@ class TestJsonFileStore(StoreContract):
         assert data["messages"][0]["seq"] == 1
         assert self_result(store.flush()) == 0  # nothing changed since
 
-    def test_files_are_owner_only_and_no_temp_file_remains(self, tmp_path: Path) -> None:
+    def test_files_are_owner_only_and_no_temp_file_remains(self) -> None:
+        tmp_path = tmp_dir(self)
         store = self.make(tmp_path)
         store.add(record())
         self_result(store.flush())
@@ -81,7 +92,8 @@ class TestJsonFileStore(StoreContract):
         assert path.stat().st_mode & 0o777 == 0o600
         assert [p.name for p in (tmp_path / "data").iterdir()] == ["d1.json"]
 
-    def test_restart_reads_back_dialogs_and_memory(self, tmp_path: Path) -> None:
+    def test_restart_reads_back_dialogs_and_memory(self) -> None:
+        tmp_path = tmp_dir(self)
         store = self.make(tmp_path)
         store.add(record())
         store.add(record("d2"))
@@ -92,8 +104,9 @@ class TestJsonFileStore(StoreContract):
         assert {r.dialog_id for r in again.load()} == {"d1", "d2"}
         assert again.memory_get("u1", "hello", "name") == "new"  # newest save wins
 
-    def test_a_corrupt_file_is_skipped_not_fatal(self, tmp_path: Path, logged) -> None:
-        logged.allow("skipping unreadable dialog file")
+    def test_a_corrupt_file_is_skipped_not_fatal(self) -> None:
+        tmp_path = tmp_dir(self)
+        self.allow_log("skipping unreadable dialog file")
         store = self.make(tmp_path)
         store.add(record())
         self_result(store.flush())
@@ -102,8 +115,8 @@ class TestJsonFileStore(StoreContract):
         again = JsonFileStore(tmp_path / "data")
         assert [r.dialog_id for r in again.load()] == ["d1"]
 
-    def test_interrupted_write_leaves_the_old_file(self, tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_interrupted_write_leaves_the_old_file(self) -> None:
+        tmp_path = tmp_dir(self)
         store = self.make(tmp_path)
         r = record()
         store.add(r)
@@ -115,21 +128,22 @@ class TestJsonFileStore(StoreContract):
         def crash(*a: object) -> None:
             raise OSError("disk on fire")
 
-        monkeypatch.setattr(os, "replace", crash)
+        patched = self.patch(os, "replace", crash)
         failure = []
         store.flush().addErrback(failure.append)
         assert failure and (tmp_path / "data" / "d1.json").read_bytes() == before
-        monkeypatch.undo()
+        patched.restore()
         assert self_result(store.flush()) == 1  # kept dirty, retried
         assert json.loads((tmp_path / "data" / "d1.json").read_text())["program"] == "changed"
 
-    def test_hostile_ids_never_become_paths(self, tmp_path: Path) -> None:
+    def test_hostile_ids_never_become_paths(self) -> None:
+        tmp_path = tmp_dir(self)
         store = self.make(tmp_path)
         for bad in ("../x", "..", "a/b", ".hidden"):
-            with pytest.raises(ValueError):
-                store.path_for(bad)
+            self.assertRaises(ValueError, store.path_for, bad)
 
-    def test_flush_during_flush_waits_and_writes_later_changes(self, tmp_path: Path) -> None:
+    def test_flush_during_flush_waits_and_writes_later_changes(self) -> None:
+        tmp_path = tmp_dir(self)
         pending: list[defer.Deferred] = []
         calls: list = []
 

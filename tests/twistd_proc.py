@@ -57,3 +57,22 @@ def kill(proto: Twistd, sig: int = signal.SIGTERM) -> None:
             os.kill(proto.pid, sig)
         except ProcessLookupError:
             pass
+
+
+def stop(proto: Twistd, grace: float = 5.0) -> defer.Deferred[None]:
+    """SIGTERM, so twistd stops its programs and removes its runtime directory;
+    SIGKILL if it is still running after ``grace`` seconds. Fires once it ended."""
+    if proto.ended.called or proto.pid is None:
+        return defer.succeed(None)
+    done: defer.Deferred[None] = defer.Deferred()
+    killer = reactor.callLater(grace, kill, proto, signal.SIGKILL)
+
+    def ended(result: Any) -> Any:
+        if killer.active():
+            killer.cancel()
+        done.callback(None)
+        return result
+
+    proto.ended.addBoth(ended)
+    kill(proto)
+    return done
