@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from ..conftest import BUNDLED, FIXTURES, ROOT
+from ..helpers import BUNDLED, ROOT
 
 TWISTD = Path(sys.executable).with_name("twistd")
 SECRET = "test-secret-of-at-least-32-bytes-0123456789"
@@ -136,4 +136,4 @@ def dev_server(tmp_path_factory: Any) -> Iterator[Server]:
     yield from start_server(tmp_path_factory)
 
 
-__all__ = ["FIXTURES", "SECRET", "Server"]
+__all__ = ["BUNDLED", "SECRET", "Server", "start_server"]

@@ -24,7 +24,7 @@ from referencing.jsonschema import DRAFT4
 from libchat.web.app import OPENAPI
 from libchat.web.auth import mint
 
-from ..conftest import ROOT
+from ..helpers import ROOT
 from .conftest import SECRET, Server, start_server
 
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")

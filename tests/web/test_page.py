@@ -16,7 +16,7 @@ import pytest
 
 from libchat.web.auth import mint
 
-from ..conftest import ROOT
+from ..helpers import ROOT
 from .conftest import SECRET, Server
 
 CHROMIUM = Path("/usr/bin/chromium")
