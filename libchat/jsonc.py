@@ -8,6 +8,8 @@ from typing import Any
 try:  # pragma: no cover - which branch runs depends on the environment
     import orjson
 
+    _orjson: Any = orjson
+
     def loads(data: bytes | str) -> Any:
         return orjson.loads(data)
 
@@ -16,6 +18,7 @@ try:  # pragma: no cover - which branch runs depends on the environment
 
     JSONDecodeError: type[Exception] = orjson.JSONDecodeError
 except ImportError:  # pragma: no cover
+    _orjson = None
 
     def loads(data: bytes | str) -> Any:
         return json.loads(data)
@@ -26,12 +29,20 @@ except ImportError:  # pragma: no cover
     JSONDecodeError = ValueError
 
 
+def _dumps_pretty_stdlib(obj: Any) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, indent=1, sort_keys=True).encode("utf-8")
+
+
 def dumps_pretty(obj: Any) -> bytes:
-    """Human-readable JSON for files operators open (orjson when installed:
-    the stdlib encoder with ``indent`` runs in pure Python, ~20x slower, and
-    snapshots of thousands of dialogs are written with it)."""
-    try:
-        import orjson
-    except ImportError:  # pragma: no cover
-        return json.dumps(obj, ensure_ascii=False, indent=1, sort_keys=True).encode("utf-8")
-    return orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+    """Human-readable JSON for files operators open.
+
+    orjson (indented, sorted keys) is ~20x faster than stdlib ``json`` here,
+    which matters: dialog files are written from the reactor thread (bench/).
+    Values orjson refuses (e.g. integers over 64 bits) fall back to stdlib.
+    """
+    if _orjson is not None:
+        try:
+            return _orjson.dumps(obj, option=_orjson.OPT_INDENT_2 | _orjson.OPT_SORT_KEYS)
+        except TypeError:  # orjson.JSONEncodeError is a TypeError
+            pass
+    return _dumps_pretty_stdlib(obj)

@@ -70,6 +70,26 @@ def json_response(request: IRequest, status: int, body: dict[str, Any]) -> bytes
     return dumps(body)
 
 
+def json_body(request: IRequest, max_body: int, required: bool = True) -> dict[str, Any]:
+    """The request's JSON object body (413 over ``max_body``, 400 if it is not
+    one); an empty body is ``{}`` unless ``required``. Shared with the REST API."""
+    content = request.content
+    content.seek(0, 2)
+    size = content.tell()
+    if getattr(request, "too_large", False) or size > max_body:  # see BoundedRequest
+        raise ApiError(413, codes.MSG_TOO_LARGE, f"body over {max_body} bytes")
+    content.seek(0)
+    if size == 0 and not required:
+        return {}
+    try:
+        body = loads(content.read())
+    except (JSONDecodeError, ValueError, UnicodeDecodeError):
+        raise ApiError(400, codes.BAD_REQUEST, "body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, codes.BAD_REQUEST, "body must be a JSON object")
+    return body
+
+
 class MemoryAPI:
     """``POST /memory`` with the seed's 3000 bodies."""
 
@@ -93,18 +113,7 @@ class MemoryAPI:
         ctype = (request.getHeader("content-type") or "application/json").split(";")[0].strip()
         if ctype.lower() not in ("application/json", "text/json", ""):
             raise ApiError(415, codes.BAD_REQUEST, "Content-Type must be application/json")
-        content = request.content
-        content.seek(0, 2)
-        if getattr(request, "too_large", False) or content.tell() > MAX_BODY:
-            raise ApiError(413, codes.MSG_TOO_LARGE, f"body over {MAX_BODY} bytes")
-        content.seek(0)
-        try:
-            body = loads(content.read())
-        except (JSONDecodeError, ValueError, UnicodeDecodeError):
-            raise ApiError(400, codes.BAD_REQUEST, "body is not valid JSON") from None
-        if not isinstance(body, dict):
-            raise ApiError(400, codes.BAD_REQUEST, "body must be a JSON object")
-        return body
+        return json_body(request, MAX_BODY)
 
     @app.handle_errors(ApiError)
     def _api_error(self, request: IRequest, failure: Any) -> bytes:

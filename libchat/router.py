@@ -53,6 +53,8 @@ class Binding:
     instance: IInstance
     dialog: Dialog
     role: str = FOREGROUND_ROLE
+    started_at: float = 0.0  # for the spawn latency metric
+    stop_reason: str | None = None  # why the router stopped it (metrics)
     timer: IDelayedCall | None = None  # background lifetime limit
     # the latest user messages given to this instance, for hand-backs
     forwarded: dict[str, dict[str, Any]] = attrs.Factory(dict)
@@ -122,6 +124,9 @@ class Router:
         self._upstreams: list[IUpstream] = []
         self._pending: dict[str, deque[dict[str, Any]]] = defaultdict(deque)
         self.observers: list[Callable[[str, dict[str, Any]], None]] = []
+        # instance lifecycle for metrics: ("start", program, None), ("connected",
+        # program, seconds since start), ("stop", program, reason)
+        self.instance_observers: list[Callable[[str, str, Any], None]] = []
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -264,10 +269,27 @@ class Router:
         if dialog is not None and dialog.record.user_id != user_id:
             return codes.error(codes.BAD_REQUEST, "dialog belongs to another user",
                                dialog_id=dialog_id, message_id=event.get("message_id"))
+        if dialog is not None and dialog.record.channel != upstream.channel:
+            # a dialog stays with the front door family it was started on
+            return codes.error(codes.BAD_REQUEST,
+                               f"dialog belongs to the {dialog.record.channel} front door",
+                               dialog_id=dialog_id, message_id=event.get("message_id"))
         if event["event_type"] == codes.CLIENT_CLOSE:
             self._client_close(upstream, dialog, event)
             return None
         return self._user_message(upstream, dialog, event)
+
+    def open_dialog(self, dialog_id: str, user_id: str, channel: str,
+                    intent: str | None = None) -> Dialog:
+        """Create an empty dialog ahead of its first message (a REST session),
+        optionally with a pinned intent."""
+        if self.dialog(dialog_id) is not None:
+            raise ValueError(f"dialog {dialog_id} exists")
+        now = self.now()
+        record = DialogRecord(dialog_id=dialog_id, user_id=user_id, created_at=now,
+                              updated_at=now, channel=channel, intent=intent)
+        self.store.add(record)
+        return self._dialog_for(record)
 
     def _user_message(self, upstream: IUpstream | None, dialog: Dialog | None,
                       event: dict[str, Any], recorded: bool = False) -> dict[str, Any] | None:
@@ -282,7 +304,8 @@ class Router:
             dialog.upstream = upstream
         record = dialog.record
         if dialog.foreground is None:
-            program = self.library.resolve(event["messages"]["content"], event.get("intent"))
+            program = self.library.resolve(event["messages"]["content"],
+                                           event.get("intent") or record.intent)
             if program is None:
                 if not recorded:
                     self._record_user(dialog, event)
@@ -297,7 +320,8 @@ class Router:
                     self._deliver(dialog, busy)
                 return busy
             instance = self.runtime.start(program.name, record.dialog_id, record.user_id, self)
-            binding = Binding(instance, dialog)
+            binding = Binding(instance, dialog, started_at=self.now())
+            self._observe_instance("start", program.name, None)
             self._bindings[instance] = binding
             self._tokens[instance.token] = binding
             dialog.foreground = instance
@@ -335,7 +359,8 @@ class Router:
         for binding in [b for b in self._bindings.values() if b.dialog is dialog]:
             # the foreground gets time to run its close hook; all are gone
             # within the kill grace
-            self._stop(binding, drain=self.kill_grace / 2 if binding.instance is fg else 0.0)
+            self._stop(binding, drain=self.kill_grace / 2 if binding.instance is fg else 0.0,
+                       reason=codes.CLIENT_CLOSED)
         dialog.record.state = CLOSED
         self._emit(dialog, codes.ENDED, program=dialog.record.program,
                    reason=codes.CLIENT_CLOSED)
@@ -355,7 +380,7 @@ class Router:
                       dialog_id=dialog.record.dialog_id, seconds=self.idle_timeout,
                       program=fg.program)
         self._release(dialog)
-        self._stop(self._bindings[fg])
+        self._stop(self._bindings[fg], reason=codes.IDLE_TIMEOUT)
         self._emit(dialog, codes.ENDED, program=fg.program, reason=codes.IDLE_TIMEOUT)
 
     def _release(self, dialog: Dialog) -> None:
@@ -365,8 +390,9 @@ class Router:
         dialog.record.state = OPEN
         self.store.changed(dialog.record)
 
-    def _stop(self, binding: Binding, drain: float = 0.0) -> None:
+    def _stop(self, binding: Binding, drain: float = 0.0, reason: str = "stopped") -> None:
         binding.role = STOPPING_ROLE
+        binding.stop_reason = binding.stop_reason or reason
         binding.cancel_timer()
         binding.instance.stop(drain)
 
@@ -374,6 +400,14 @@ class Router:
 
     def instanceConnected(self, instance: IInstance) -> None:
         self.log.debug("instance {instance_id} connected", instance_id=instance.instance_id)
+        binding = self._bindings.get(instance)
+        if binding is not None:
+            self._observe_instance("connected", instance.program,
+                                   self.now() - binding.started_at)
+
+    def _observe_instance(self, what: str, program: str, detail: Any) -> None:
+        for observe in self.instance_observers:
+            observe(what, program, detail)
 
     def instanceEvent(self, instance: IInstance, event: dict[str, Any]) -> None:
         binding = self._bindings.get(instance)
@@ -405,7 +439,7 @@ class Router:
         elif etype == codes.UNSUPPORTED:
             last = dialog.last_user or {}
             self._release(dialog)
-            self._stop(binding)
+            self._stop(binding, reason="unsupported")
             self._emit(dialog, codes.UNSUPPORTED,
                        message_id=event.get("message_id") or last.get("message_id"),
                        messages=event.get("messages") or last.get("messages") or dict(EMPTY),
@@ -438,7 +472,7 @@ class Router:
         self.log.info("background instance {instance_id} of {dialog_id} reached its "
                       "{seconds}s limit; stopping it", instance_id=binding.instance.instance_id,
                       dialog_id=binding.dialog.record.dialog_id, seconds=self.background_limit)
-        self._stop(binding)
+        self._stop(binding, reason="background_limit")
 
     def instanceGone(self, instance: IInstance, connected: bool, detail: str) -> None:
         binding = self._bindings.pop(instance, None)
@@ -446,6 +480,8 @@ class Router:
             return
         self._tokens.pop(instance.token, None)
         binding.cancel_timer()
+        self._observe_instance("stop", instance.program, binding.stop_reason or (
+            codes.PROGRAM_EXITED if connected else codes.PROGRAM_FAILED))
         dialog = binding.dialog
         self.log.info("instance {instance_id} ({program}) of {dialog_id} gone: {detail}",
                       instance_id=instance.instance_id, program=instance.program,

@@ -20,7 +20,7 @@ import socket
 import struct
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.internet import defer
 from twisted.internet.endpoints import UNIXServerEndpoint
@@ -34,7 +34,11 @@ from zope.interface import implementer
 from libchat.events import BadEvent, parse_program
 from libchat.interfaces import IInstance, IInstanceOwner, IRuntime
 from libchat.library import ProgramLibrary
+from libchat.spawning import SpawnGate
 from libchat.wire import DEFAULT_MAX_FRAME, MAGIC, FrameProtocol, encode_event
+
+if TYPE_CHECKING:
+    from libchat.pool import WarmPool
 
 NODE_SDK_DIR = Path(__file__).parent / "node"
 MAX_LOG_LINE = 4096
@@ -161,7 +165,7 @@ class ChildProtocol(ProcessProtocol):
         text = line[:MAX_LOG_LINE].decode("utf-8", "replace").rstrip("\r")
         emit = inst.log.info if fd == 1 else inst.log.warn
         emit("[{program} {dialog_id}] {line}", program=inst.program,
-             dialog_id=inst.dialog_id, instance_id=inst.instance_id, stream=fd, line=text)
+             dialog_id=inst.dialog_id or "(warm)", instance_id=inst.instance_id, stream=fd, line=text)
 
     def outReceived(self, data: bytes) -> None:
         self._lines(1, data)
@@ -202,9 +206,18 @@ class NodeInstance:
         self._exit_detail: str | None = None  # exited; its socket is being drained
         self._gone: list[defer.Deferred[None]] = []
 
+    def bind(self, dialog_id: str, user_id: str, owner: IInstanceOwner) -> None:
+        """Give a warm (pre-started) instance its one dialog: from now on its
+        events go to ``owner`` and its log lines carry the dialog id. The
+        program learns the dialog from the first frame it receives."""
+        self.dialog_id, self.user_id, self.owner = dialog_id, user_id, owner
+        self.log.info("warm instance {instance_id} ({program}, pid {pid}) bound to {dialog_id}",
+                      instance_id=self.instance_id, program=self.program, pid=self.pid,
+                      dialog_id=dialog_id)
+
     # -- starting ----------------------------------------------------------
 
-    def launch(self) -> None:
+    def launch(self, urgent: bool = True) -> None:
         rt = self.runtime
         program = rt.library.get(self.program)
         if program is None:
@@ -212,14 +225,23 @@ class NodeInstance:
             return
         endpoint = UNIXServerEndpoint(rt.reactor, str(self.socket_path), mode=0o600)
         d = endpoint.listen(ProgramFactory(self))
-        d.addCallbacks(lambda port: self._spawn(port, program.directory, program.entry),
+        # spawning goes through the runtime's gate (bounded concurrency, one
+        # spawn per reactor turn): see libchat/spawning.py
+        d.addCallbacks(lambda port: self._listening(port, program.directory, program.entry,
+                                                    urgent),
                        lambda f: self._fail(f"cannot listen on {self.socket_path}: "
                                             f"{f.getErrorMessage()}"))
 
-    def _spawn(self, port: IListeningPort, directory: Path, entry: Path) -> None:
-        self._port = port
+    def _listening(self, port: IListeningPort, directory: Path, entry: Path,
+                   urgent: bool) -> None:
+        self._port = port  # kept now, so a stop while queued closes it
         if self.state == "exited":  # stopped while listening
             self._close_port()
+            return
+        self.runtime.gate.request(self, lambda: self._spawn(directory, entry), urgent)
+
+    def _spawn(self, directory: Path, entry: Path) -> None:
+        if self.state == "exited":  # stopped while waiting for the gate
             return
         rt = self.runtime
         argv = [rt.node, str(entry), f"--socket={self.socket_path}", f"--port={rt.api_port()}"]
@@ -229,10 +251,11 @@ class NodeInstance:
             "LIBCHAT_MAGIC": str(rt.magic),
             "LIBCHAT_MAX_FRAME": str(rt.max_frame),
             "LIBCHAT_API_HOST": rt.api_host,
-            "LIBCHAT_DIALOG_ID": self.dialog_id,
             "NODE_PATH": os.pathsep.join(filter(None, [str(NODE_SDK_DIR),
                                                        rt.base_env.get("NODE_PATH")])),
         })
+        if self.dialog_id:  # a warm instance has no dialog yet
+            env["LIBCHAT_DIALOG_ID"] = self.dialog_id
         path: str | None = None
         if rt.env_bin and rt.setsid_bin:
             argv = [rt.env_bin, "-C", str(directory), rt.setsid_bin] + argv
@@ -247,7 +270,7 @@ class NodeInstance:
             return
         self.pid = self._process.pid
         self.log.info("started {program} for {dialog_id} as pid {pid} ({instance_id})",
-                      program=self.program, dialog_id=self.dialog_id, pid=self.pid,
+                      program=self.program, dialog_id=self.dialog_id or "(warm)", pid=self.pid,
                       instance_id=self.instance_id)
         self._later(rt.start_timeout, self._start_expired)
 
@@ -270,6 +293,7 @@ class NodeInstance:
         self.connection = connection
         self._ever_connected = True
         self.state = "running"
+        self.runtime.gate.release(self)
         self._close_port()  # nobody else may ever connect
         queued, self._queue = self._queue, []
         for frame in queued:
@@ -412,6 +436,7 @@ class NodeInstance:
         self._close_port()
         if self.connection is not None and self.connection.transport is not None:
             self.connection.transport.loseConnection()
+        self.runtime.gate.release(self)
         self.runtime._forget(self)
         try:
             self.owner.instanceGone(self, self._ever_connected, detail)
@@ -432,7 +457,7 @@ class NodeRuntime:
                  runtime_base: str | None = None, magic: int = MAGIC,
                  max_frame: int = DEFAULT_MAX_FRAME, start_timeout: float = 10.0,
                  kill_grace: float = 5.0, base_env: dict[str, str] | None = None,
-                 max_backlog: int | None = None,
+                 spawn_concurrency: int = 4, max_backlog: int | None = None,
                  make_dir: Callable[[], Path] | None = None) -> None:
         self.reactor = reactor
         self.library = library
@@ -456,6 +481,8 @@ class NodeRuntime:
         self.max_backlog = max_backlog if max_backlog is not None else max_frame + 1024 * 1024
         self.reading_paused = False
         self._make_dir = make_dir
+        self.gate = SpawnGate(reactor, spawn_concurrency)
+        self.pool: "WarmPool | None" = None  # set by tap (libchat/pool.py)
 
     @property
     def runtime_dir(self) -> Path:
@@ -469,9 +496,28 @@ class NodeRuntime:
 
     def start(self, program: str, dialog_id: str, user_id: str,
               owner: IInstanceOwner) -> NodeInstance:
+        """An instance for a dialog: a warm one when the pool has one (then
+        already connected), else a new process (evicting an idle warm
+        instance first if ``--max-programs`` would be exceeded)."""
+        if self.pool is not None:
+            warm = self.pool.take(program)
+            if warm is not None:
+                warm.bind(dialog_id, user_id, owner)
+                return warm
+            if self.pool.room() <= 0:
+                self.pool.make_room(program)
+        return self._launch(program, dialog_id, user_id, owner, urgent=True)
+
+    def prestart(self, program: str, owner: IInstanceOwner) -> NodeInstance:
+        """An instance with no dialog yet (for the warm pool), spawned after
+        any instance a dialog waits for."""
+        return self._launch(program, "", "", owner, urgent=False)
+
+    def _launch(self, program: str, dialog_id: str, user_id: str, owner: IInstanceOwner,
+                urgent: bool) -> NodeInstance:
         instance = NodeInstance(self, f"i{next(self._ids)}", program, dialog_id, user_id, owner)
         self._live[instance.instance_id] = instance
-        instance.launch()
+        instance.launch(urgent)
         return instance
 
     def _forget(self, instance: NodeInstance) -> None:
@@ -495,6 +541,9 @@ class NodeRuntime:
                 transport.pauseProducing() if paused else transport.resumeProducing()
 
     def stopAll(self) -> "defer.Deferred[Any]":
+        if self.pool is not None:
+            self.pool.closed = True  # no refill while everything stops
+        self.gate.close()
         stops = [i.stop() for i in list(self._live.values())]
         d = defer.DeferredList(stops, consumeErrors=True)
         d.addBoth(lambda _: self._cleanup())

@@ -22,8 +22,9 @@ from libchat.atomic import fsync_dir, write_atomic
 from libchat.events import valid_dialog_id
 from libchat.interfaces import IStore
 from libchat.journal import Journal
-from libchat.jsonc import dumps_pretty, loads
+from libchat.jsonc import loads
 from libchat.records import DialogRecord
+from libchat.snapshot import RecordEncoder
 
 RunIO = Callable[..., "defer.Deferred[Any]"]
 
@@ -139,6 +140,8 @@ class JsonFileStore(MemoryStore):
         self._journaled: dict[str, tuple[Any, ...]] = {}  # dialog -> header last journaled
         self._pending: dict[str, deque[dict[str, Any]]] = {}
         self._checkpointed = -1  # journal.appended at the last checkpoint
+        # encodes each transcript entry once: flushes cost what changed
+        self.encoder = RecordEncoder()
 
     def path_for(self, dialog_id: str) -> Path:
         # dialog ids are validated at the door; this is the last line of defence
@@ -324,20 +327,22 @@ class JsonFileStore(MemoryStore):
     @defer.inlineCallbacks
     def _write(self, records: list[DialogRecord], cut: int, lsn: int,
                pending: dict[str, list[dict[str, Any]]]) -> Any:
-        batch: list[tuple[str, dict[str, Any]]] = []
+        batch: list[tuple[str, dict[str, Any], list[Any]]] = []
         for start in range(0, len(records), SNAPSHOT_CHUNK):
             if start and self.pause is not None:
                 # a record copied a turn later is only newer than the cut:
                 # replaying the journal over it never rolls it back
                 yield self.pause()
-            batch.extend((r.dialog_id, snapshot_of(r))
+            batch.extend((r.dialog_id, snapshot_of(r), r.messages)
                          for r in records[start:start + SNAPSHOT_CHUNK])
         journal = self.journal
+        encoder = self.encoder  # used by the flush thread only, one flush at a time
 
         def write_all() -> int:
             self.directory.mkdir(parents=True, exist_ok=True)
-            for dialog_id, data in batch:  # path_for refuses an unsafe id
-                write_atomic(self.directory, self.path_for(dialog_id).name, dumps_pretty(data))
+            for dialog_id, data, source in batch:  # path_for refuses an unsafe id
+                write_atomic(self.directory, self.path_for(dialog_id).name,
+                             encoder.encode_data(data, source))
             fsync_dir(self.directory)
             if cut and journal is not None:
                 journal.checkpoint(cut, lsn, pending)

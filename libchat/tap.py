@@ -17,14 +17,18 @@ from twisted.internet.protocol import Factory
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python import usage
+from twisted.web.server import Site
 
 from libchat.front import FrontFactory
 from libchat.library import ProgramLibrary
 from libchat.memory import MemoryAPI
+from libchat.pool import WarmPool
 from libchat.reaper import RunDir, Watchdog
 from libchat.router import Router
 from libchat.runner import MAX_RUNTIME_BASE, NodeRuntime
 from libchat.store import JsonFileStore
+from libchat.web import app as web
+from libchat.web.auth import MIN_SECRET, read_secret
 from libchat.wire import DEFAULT_MAX_FRAME, MAGIC
 
 DEFAULT_FRONT = "tcp:8082:interface=127.0.0.1"
@@ -84,8 +88,26 @@ class Options(usage.Options):
          "background after its 2002 (0: no limit).", _positive(float, "background-limit", 0)],
         ["frame-timeout", None, 30.0, "Seconds a front connection may leave a frame "
          "incomplete before it is closed (0: never).", _positive(float, "frame-timeout", 0)],
+        ["warm", None, 0, "Instances per program started ahead of need (a program's "
+         'package.json "libchat": {"warm": N} overrides it).', _positive(int, "warm", 0)],
+        ["spawn-concurrency", None, 4, "Program instances booting at once at most; "
+         "more wait their turn so a spawn storm never stalls routing (0: no limit).",
+         _positive(int, "spawn-concurrency", 0)],
         ["runtime-dir", None, None, "Parent of the private socket directory "
          "(default $XDG_RUNTIME_DIR or /tmp)."],
+        # the web front doors (CONTRACT section 8; libchat.web, docs/web.md)
+        ["web", None, DEFAULT_WEB, "Web endpoint: page, /ws, REST API, /metrics, /healthz."],
+        ["auth-secret", None, None, "HS256 secret for user JWTs (none: development mode)."],
+        ["auth-secret-file", None, None, "File holding the JWT secret."],
+        ["ws-rate", None, 20.0, "Messages per second one WebSocket (or REST user) may send.",
+         _positive(float, "ws-rate", 0.001)],
+        ["ws-max-per-user", None, 16, "Open WebSockets per user at most.",
+         _positive(int, "ws-max-per-user", 1)],
+        # autobahn's timers have a resolution of one second
+        ["ws-ping", None, 25.0, "Seconds between WebSocket pings.",
+         _positive(float, "ws-ping", 1)],
+        ["ws-pong", None, 10.0, "Seconds a WebSocket has to answer a ping.",
+         _positive(float, "ws-pong", 1)],
     ]
 
     def __init__(self) -> None:
@@ -103,6 +125,10 @@ class Options(usage.Options):
         if base is not None and len(os.fsencode(base)) > MAX_RUNTIME_BASE:
             raise usage.UsageError(f"--runtime-dir must be at most {MAX_RUNTIME_BASE} bytes "
                                    "(Unix socket paths are limited to 108)")
+        try:
+            self["secret"] = read_secret(self["auth-secret"], self["auth-secret-file"])
+        except (OSError, ValueError) as e:
+            raise usage.UsageError(str(e)) from None
 
 
 def describe(address: Any) -> str:
@@ -238,6 +264,7 @@ def makeService(options: Options, reactor: Any = None) -> LibchatService:
         runtime_base=options["runtime-dir"], base_env=run.env(), make_dir=run.create,
         magic=options["magic"], max_frame=options["max-frame"],
         start_timeout=options["start-timeout"], kill_grace=options["kill-grace"],
+        spawn_concurrency=options["spawn-concurrency"],
     )
     router = Router(
         reactor, library, runtime, store,
@@ -246,6 +273,11 @@ def makeService(options: Options, reactor: Any = None) -> LibchatService:
     )
     top = LibchatService(router, store, runtime)
     top.watchdog = Watchdog(reactor, run, options["kill-grace"])
+    # the warm pool (libchat/pool.py) starts filling once the service runs
+    # (never before twistd daemonizes), and counts against --max-programs
+    runtime.pool = WarmPool(runtime, library, reactor, default_size=options["warm"],
+                            max_instances=options["max-programs"])
+    runtime.pool.setServiceParent(top)
     api = ListeningService("api", api_endpoint, MemoryAPI(router, store, reactor.seconds).site())
     api.setServiceParent(top)
     front_factory = FrontFactory(router, magic=options["magic"], max_frame=options["max-frame"],
@@ -254,4 +286,24 @@ def makeService(options: Options, reactor: Any = None) -> LibchatService:
         ListeningService("front", endpoints.serverFromString(reactor, description),
                          front_factory).setServiceParent(top)
     FlushService(store, options["flush-interval"], reactor).setServiceParent(top)
+    make_web_service(options, reactor, router).setServiceParent(top)
     return top
+
+
+def make_web_service(options: Options, reactor: Any, router: Router) -> ListeningService:
+    """The ``--web`` listener (libchat.web)."""
+    log = Logger()
+    secret = options["secret"]
+    if secret is None:
+        log.warn("no --auth-secret: the web front doors run in DEVELOPMENT MODE and "
+                 "trust X-User-Id / ?user_id= from anyone who can reach them")
+    elif len(secret) < MIN_SECRET:
+        log.warn("the JWT secret is shorter than {n} bytes; use a longer random one",
+                 n=MIN_SECRET)
+    settings = web.WebSettings(
+        secret=secret, max_frame=options["max-frame"], rate=options["ws-rate"],
+        max_per_user=options["ws-max-per-user"], ping=options["ws-ping"],
+        pong=options["ws-pong"])
+    site = web.build(router, reactor, settings)
+    return ListeningService("web", endpoints.serverFromString(reactor, options["web"]),
+                            Site(site.resource()))

@@ -29,8 +29,10 @@
  */
 
 const fs = require('fs');
-const http = require('http');
 const net = require('net');
+// `http` is loaded on the first memory call, not at start: programs that never
+// use memory start a few ms sooner (cold start is Node's start plus this file).
+let http = null;
 
 /** Default frame magic, "LCHT". */
 const MAGIC = 0x4c434854;
@@ -325,6 +327,7 @@ class MemoryClient {
     if (!this.port) return Promise.reject(new Error('memory: no API port (--port missing)'));
     if (!this.token) return Promise.reject(new Error('memory: LIBCHAT_TOKEN is not set'));
     const body = Buffer.from(JSON.stringify(payload), 'utf8');
+    if (!http) http = require('http');
     return new Promise((resolve, reject) => {
       const req = http.request({
         host: this.host, port: this.port, path: '/memory', method: 'POST',

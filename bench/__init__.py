@@ -1,0 +1,1 @@
+"""libchat's benchmark harness: ``python -m bench`` (``--smoke`` for CI)."""

@@ -1,0 +1,180 @@
+"""The REST session API (CONTRACT section 8), a Klein app mounted at ``/api/chat/``.
+
+A session is a web dialog: what is posted here is routed exactly like a
+WebSocket 1001/1002 (through :class:`~libchat.web.gateway.WebGateway`), and
+replies are read back from the transcript, optionally long-polling until one
+exists. ``openapi.json`` beside this module describes it; a test holds the two
+together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from klein import Klein
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.web.iweb import IRequest
+from werkzeug.exceptions import HTTPException
+
+from libchat import codes
+from libchat.events import BadEvent, check_upstream
+from libchat.memory import ApiError, json_body, json_response
+from libchat.web.auth import Authenticator, Unauthorized
+from libchat.web.gateway import MAX_REPLAY, NotFound, WebGateway
+from libchat.web.ws import RateLimiter
+
+MAX_WAIT = 30.0  # CONTRACT section 8: wait is clamped to 30 s
+MAX_LIMITERS = 10_000
+
+
+def _not_found(session_id: str) -> ApiError:
+    return ApiError(404, "NOT_FOUND", f"no session {session_id} of yours")
+
+
+class ChatAPI:
+    app = Klein()
+    log = Logger()
+
+    def __init__(self, gateway: WebGateway, auth: Authenticator, now: Callable[[], float], *,
+                 max_body: int, rate: float) -> None:
+        self.gateway = gateway
+        self.auth = auth
+        self.now = now
+        self.max_body = max_body
+        self.rate = rate
+        self._limiters: dict[str, RateLimiter] = {}
+
+    # -- plumbing ----------------------------------------------------------------
+
+    def _user(self, request: IRequest) -> str:
+        try:
+            return self.auth.rest_user({"authorization": request.getHeader("authorization"),
+                                        "x-user-id": request.getHeader("x-user-id")})
+        except Unauthorized as e:
+            raise ApiError(401, "UNAUTHORIZED", str(e)) from None
+
+    def _body(self, request: IRequest, required: bool = True) -> dict[str, Any]:
+        return json_body(request, self.max_body, required)
+
+    def _limit(self, user_id: str) -> None:
+        limiter = self._limiters.get(user_id)
+        if limiter is None:
+            if len(self._limiters) >= MAX_LIMITERS:  # forget those with a full bucket
+                self._limiters = {u: lim for u, lim in self._limiters.items()
+                                  if lim.tokens < lim.burst}
+            limiter = self._limiters[user_id] = RateLimiter(self.rate, self.now)
+        if not limiter.allow():
+            raise ApiError(429, codes.RATE_LIMIT,
+                           f"over {self.rate:g} messages per second; send it again later")
+
+    def _session(self, user_id: str, session_id: str) -> None:
+        try:
+            self.gateway.dialog(user_id, session_id)
+        except NotFound:
+            raise _not_found(session_id) from None
+
+    def _route(self, event: dict[str, Any]) -> dict[str, Any]:
+        """Validate and route a 1001/1002 like any front door; returns the
+        event as routed (with its generated ``message_id``)."""
+        try:
+            event = check_upstream(event)
+        except BadEvent as e:
+            raise ApiError(400, e.code, e.message) from None
+        answer = self.gateway.receive(event)
+        if answer is not None:
+            status = 429 if answer.get("code") == codes.BUSY else 400
+            raise ApiError(status, answer["code"], answer["message"])
+        return event
+
+    @app.handle_errors(ApiError)
+    def _api_error(self, request: IRequest, failure: Any) -> bytes:
+        e = failure.value
+        return json_response(request, e.status, {"code": e.code, "message": e.message})
+
+    @app.handle_errors(HTTPException)
+    def _http_error(self, request: IRequest, failure: Any) -> bytes:
+        e = failure.value
+        code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(e.code, codes.BAD_REQUEST)
+        if e.code == 405 and getattr(e, "valid_methods", None):
+            request.setHeader(b"Allow", ", ".join(e.valid_methods).encode("ascii"))
+        return json_response(request, e.code, {"code": code, "message": e.description})
+
+    @app.handle_errors(Exception)
+    def _internal_error(self, request: IRequest, failure: Any) -> bytes:
+        self.log.failure("REST request failed", failure)
+        return json_response(request, 500, {"code": codes.INTERNAL_ERROR,
+                                            "message": "internal error; see the server log"})
+
+    # -- routes ------------------------------------------------------------------
+
+    @app.route("/sessions", methods=["POST"])
+    def create(self, request: IRequest) -> bytes:
+        user_id = self._user(request)
+        body = self._body(request, required=False)
+        # like an explicit intent on a frame: one naming no program is
+        # answered with a 2003 when the first message arrives (CONTRACT 2, 3)
+        intent = body.get("intent")
+        try:
+            session_id = self.gateway.open_session(user_id, intent)
+        except ValueError as e:
+            raise ApiError(400, codes.BAD_REQUEST, str(e)) from None
+        request.setHeader(b"Location", f"/api/chat/sessions/{session_id}".encode("ascii"))
+        return json_response(request, 201, {"session_id": session_id, "user_id": user_id,
+                                            "intent": intent})
+
+    @app.route("/sessions/<string:session_id>/messages", methods=["POST"])
+    def post_message(self, request: IRequest, session_id: str) -> bytes:
+        user_id = self._user(request)
+        self._session(user_id, session_id)
+        body = self._body(request)
+        self._limit(user_id)
+        event: dict[str, Any] = {
+            "event_type": codes.USER_MESSAGE, "dialog_id": session_id, "user_id": user_id,
+            "messages": {"content": body.get("content"),
+                         "attachments": body.get("attachments")},
+        }
+        if "message_id" in body:
+            event["message_id"] = body["message_id"]
+        event = self._route(event)
+        return json_response(request, 202, {
+            "message_id": event["message_id"],
+            "seq": self.gateway.find_seq(session_id, event["message_id"])})
+
+    @app.route("/sessions/<string:session_id>/messages", methods=["GET"])
+    @defer.inlineCallbacks
+    def get_messages(self, request: IRequest, session_id: str) -> Any:
+        user_id = self._user(request)
+        self._session(user_id, session_id)
+        after = _number(request, "after", int, 0)
+        wait = min(_number(request, "wait", float, 0.0), MAX_WAIT)
+        entries = self.gateway.entries(user_id, session_id, after, MAX_REPLAY)
+        deadline = self.now() + wait
+        while not entries and wait > 0:
+            # woken by any new entry; one at or before ``after`` waits on
+            yield self.gateway.wait(session_id, wait)
+            entries = self.gateway.entries(user_id, session_id, after, MAX_REPLAY)
+            wait = deadline - self.now()
+        return json_response(request, 200, {"messages": entries})
+
+    @app.route("/sessions/<string:session_id>/close", methods=["POST"])
+    def close(self, request: IRequest, session_id: str) -> bytes:
+        user_id = self._user(request)
+        self._session(user_id, session_id)
+        self._route({"event_type": codes.CLIENT_CLOSE, "dialog_id": session_id,
+                     "user_id": user_id})
+        return json_response(request, 200, {"ok": True})
+
+
+def _number(request: IRequest, name: str, kind: Callable[[str], Any], default: Any) -> Any:
+    raw = request.args.get(name.encode("ascii"))
+    if not raw:
+        return default
+    try:
+        value = kind(raw[0].decode("ascii"))
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, codes.BAD_REQUEST, f"{name} must be a number") from None
+    if not value >= 0:  # also refuses NaN
+        raise ApiError(400, codes.BAD_REQUEST, f"{name} must be >= 0")
+    return value

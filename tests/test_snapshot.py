@@ -1,0 +1,66 @@
+"""RecordEncoder: dialog files equal a full encoding, built incrementally."""
+
+from __future__ import annotations
+
+import json
+
+from libchat.records import DialogRecord
+from libchat.snapshot import RecordEncoder
+
+
+def record(entries: int) -> DialogRecord:
+    r = DialogRecord(dialog_id="d1", user_id="u1", created_at=1.0, updated_at=1.0)
+    for i in range(entries):
+        add(r, i)
+    return r
+
+
+def add(r: DialogRecord, i: int) -> None:
+    r.append({"event_type": 2001, "message_id": f"m{i}", "at": 2.0 + i,
+              "messages": {"content": f"héllo {i}", "attachments": []}}, 2.0 + i)
+
+
+def test_file_is_the_record_as_json() -> None:
+    for n in (0, 1, 5, 40):
+        r = record(n)
+        assert json.loads(RecordEncoder(min_cached=4).encode(r)) == r.to_json()
+
+
+def test_later_flushes_encode_only_new_entries_and_stay_exact() -> None:
+    enc = RecordEncoder(min_cached=4)
+    r = record(10)
+    enc.encode(r)
+    first = enc._cache["d1"].chunks[0]
+    add(r, 10)
+    r.remember("prog", "k", {"v": 1}, 3.0)
+    data = enc.encode(r)
+    assert json.loads(data) == r.to_json()
+    assert enc._cache["d1"].chunks[0] is first  # not re-encoded
+
+
+def test_a_replaced_or_rewritten_transcript_is_encoded_afresh() -> None:
+    enc = RecordEncoder(min_cached=4)
+    r = record(10)
+    enc.encode(r)
+    r.messages = r.messages[:3] + [dict(r.messages[5], seq=99)] * 8  # another list
+    assert json.loads(enc.encode(r)) == r.to_json()
+    del r.messages[4:]  # same list, shorter
+    assert json.loads(enc.encode(r)) == r.to_json()
+    r.messages[3] = dict(r.messages[3], seq=1234)  # same length, last entry rewritten
+    assert json.loads(enc.encode(r)) == r.to_json()
+
+
+def test_short_transcripts_keep_no_bytes() -> None:
+    enc = RecordEncoder(min_cached=32)
+    enc.encode(record(3))
+    assert enc.cached() == 0
+    enc.encode(record(40))
+    assert enc.cached() == 1
+    enc.forget("d1")
+    assert enc.cached() == 0
+
+
+def test_values_orjson_refuses_fall_back_to_stdlib() -> None:
+    r = record(2)
+    r.remember("prog", "big", 2**70, 3.0)
+    assert json.loads(RecordEncoder().encode(r))["memory"]["prog"]["big"]["value"] == 2**70
