@@ -92,7 +92,7 @@ class Twistd:
             env=env, cwd=self.tmp)
         threading.Thread(target=self._read, daemon=True).start()
         if not self._ready.wait(timeout) or "front" not in self.ports:
-            self.kill9()
+            self.close()
             raise AssertionError("twistd not ready:\n" + "\n".join(self.lines[-40:]))
         return self
 
