@@ -58,9 +58,14 @@ class TokenLookup(Protocol):
 
 
 class ApiError(Exception):
+    """A 4xx answer with a JSON ``{"code", "message"}`` body."""
+
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+
+    def render(self, request: IRequest) -> bytes:
+        return json_response(request, self.status, {"code": self.code, "message": self.message})
 
 
 def json_response(request: IRequest, status: int, body: dict[str, Any]) -> bytes:
@@ -117,8 +122,7 @@ class MemoryAPI:
 
     @app.handle_errors(ApiError)
     def _api_error(self, request: IRequest, failure: Any) -> bytes:
-        e = failure.value
-        return json_response(request, e.status, {"code": e.code, "message": e.message})
+        return failure.value.render(request)
 
     @app.handle_errors(Exception)
     def _internal_error(self, request: IRequest, failure: Any) -> bytes:

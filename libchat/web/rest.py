@@ -90,8 +90,7 @@ class ChatAPI:
 
     @app.handle_errors(ApiError)
     def _api_error(self, request: IRequest, failure: Any) -> bytes:
-        e = failure.value
-        return json_response(request, e.status, {"code": e.code, "message": e.message})
+        return failure.value.render(request)
 
     @app.handle_errors(HTTPException)
     def _http_error(self, request: IRequest, failure: Any) -> bytes:
