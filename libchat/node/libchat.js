@@ -382,6 +382,7 @@ const state = {
   magic: MAGIC,
   maxFrame: MAX_FRAME,
   socket: null,
+  outbox: [], // frames written this event-loop turn, sent together (one syscall)
   dialog: null, // {dialogId, userId}
   latest: null, // latest 1001 event (for ids of outgoing frames)
   current: null, // 1001 being handled
@@ -588,8 +589,23 @@ function send(event) {
     log(`not connected; dropping event ${event.event_type}`);
     return false;
   }
-  socket.write(frame);
+  // Coalesce: a burst of replies (several messages handled in one turn) goes
+  // out in one write, so libchat wakes once for it, not once per frame.
+  if (state.outbox.push(frame) === 1) setImmediate(flushOutbox);
   return true;
+}
+
+/** Write what send() queued this turn. */
+function flushOutbox() {
+  const frames = state.outbox;
+  if (!frames.length) return;
+  state.outbox = [];
+  const socket = state.socket;
+  if (!socket || socket.destroyed || !socket.writable) {
+    log(`not connected; dropping ${frames.length} queued frame(s)`);
+    return;
+  }
+  socket.write(frames.length === 1 ? frames[0] : Buffer.concat(frames));
 }
 
 function requireDialog(what) {
@@ -711,6 +727,7 @@ function exit(code = 0) {
   state.exiting = true;
   process.exitCode = code; // in case the loop drains before the flush callback
   const done = () => process.exit(code);
+  flushOutbox();
   const socket = state.socket;
   if (socket && !socket.destroyed && socket.writable) {
     setTimeout(done, 2000).unref();
