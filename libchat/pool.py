@@ -50,7 +50,7 @@ class WarmPool(service.Service):
     def __init__(self, runtime: NodeRuntime, library: ProgramLibrary, clock: IReactorTime, *,
                  default_size: int = 0, max_instances: int = 256, interval: float = 0.05,
                  tend_every: float = 1.0, backoff: float = 0.5,
-                 max_backoff: float = 60.0) -> None:
+                 max_backoff: float = 60.0, refill_delay: float = 0.25) -> None:
         self.runtime = runtime
         self.library = library
         self.clock = clock
@@ -60,6 +60,9 @@ class WarmPool(service.Service):
         self.tend_every = tend_every
         self.backoff = backoff
         self.max_backoff = max_backoff
+        # a refill right after a hand-out would spawn (and boot a Node, ~100 ms
+        # of CPU) exactly while the new dialog's first reply is on its way
+        self.refill_delay = refill_delay
         self._idle: dict[str, deque[NodeInstance]] = {}
         self._failures: dict[str, int] = {}
         self._not_before: dict[str, float] = {}
@@ -121,7 +124,7 @@ class WarmPool(service.Service):
         instance = q.popleft()
         self.handed_out += 1
         self._failures.pop(program, None)  # it proved useful: forget past failures
-        self._schedule(0)
+        self._schedule(self.refill_delay)
         return instance
 
     def make_room(self, program: str) -> bool:
