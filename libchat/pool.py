@@ -69,7 +69,6 @@ class WarmPool(service.Service):
         self._next: IDelayedCall | None = None
         self._last_spawn = float("-inf")
         self.closed = True
-        self.handed_out = 0
         self._fill_waiters: list[tuple[str, defer.Deferred[None]]] = []
 
     # -- sizes ----------------------------------------------------------------
@@ -122,7 +121,6 @@ class WarmPool(service.Service):
         if not q:
             return None
         instance = q.popleft()
-        self.handed_out += 1
         self._failures.pop(program, None)  # it proved useful: forget past failures
         self._schedule(self.refill_delay)
         return instance

@@ -155,7 +155,3 @@ class FrameProtocol(Protocol):
 
     def sendEvent(self, event: dict[str, Any]) -> None:
         self.transport.write(encode_event(event, self.magic))
-
-    def sendRaw(self, event_type: int, body: bytes) -> None:
-        """Send an already-encoded body (no re-encoding on pass-through paths)."""
-        self.transport.write(encode_frame(event_type, body, self.magic))

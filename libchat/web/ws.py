@@ -30,8 +30,6 @@ DEFAULT_RATE = 20.0  # messages per second per connection (burst of the same siz
 DEFAULT_MAX_PER_USER = 16
 DEFAULT_PING = 25.0  # CONTRACT section 8
 DEFAULT_PONG = 10.0
-CLOSE_POLICY = 1008  # RFC 6455: policy violation
-CLOSE_TOO_BIG = 1009
 
 
 class RateLimiter:

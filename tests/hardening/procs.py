@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 from libchat.jsonc import loads
-from libchat.reaper import marked_pids
 from libchat.wire import FrameDecoder, encode_event
 
 from ..helpers import BUNDLED, FIXTURES, ROOT
@@ -209,6 +208,3 @@ def message(content: str, dialog_id: str, user_id: str = "u1", **extra: Any) -> 
     return {"event_type": 1001, "dialog_id": dialog_id, "user_id": user_id,
             "messages": {"content": content}, **extra}
 
-
-def leftovers(run_id: str) -> list[int]:
-    return marked_pids(run_id)
