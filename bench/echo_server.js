@@ -4,7 +4,7 @@
 // like a program would. Usage: node echo_server.js PATH  (prints "ready").
 const net = require('net');
 const fs = require('fs');
-const { encodeFrame, FrameDecoder } = require('../libchat/node/libchat.js');
+const { encodeFrame, FrameDecoder } = require('../libchat/runtimes/node/sdk/libchat');
 
 const path = process.argv[2];
 try { fs.unlinkSync(path); } catch { /* not there */ }

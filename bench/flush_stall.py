@@ -24,10 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from twisted.internet import defer, reactor, task, threads  # noqa: E402
 
-from libchat.library import ProgramLibrary  # noqa: E402
-from libchat.records import DialogRecord  # noqa: E402
-from libchat.router import Router  # noqa: E402
-from libchat.store import JsonFileStore  # noqa: E402
+from libchat.core.library import ProgramLibrary  # noqa: E402
+from libchat.storage.records import DialogRecord  # noqa: E402
+from libchat.core.router import Router  # noqa: E402
+from libchat.storage.store import JsonFileStore  # noqa: E402
 from libchat.testing import FakeRuntime, FakeUpstream  # noqa: E402
 
 

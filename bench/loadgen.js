@@ -17,7 +17,7 @@
 // config.target: {"kind": "front"|"raw", "path": unix socket path}. "raw" is
 // the reference echo server: one connection per dialog, as a program has.
 const net = require('net');
-const { encodeFrame, FrameDecoder } = require('../libchat/node/libchat.js');
+const { encodeFrame, FrameDecoder } = require('../libchat/runtimes/node/sdk/libchat');
 
 const cfg = JSON.parse(process.argv[2]);
 const RUN = cfg.run || Math.random().toString(36).slice(2, 8);

@@ -19,7 +19,7 @@ from twisted.internet import defer, endpoints, task
 from twisted.internet.protocol import Protocol
 
 from libchat import jsonc
-from libchat.wire import FrameDecoder, encode_frame
+from libchat.protocol.wire import FrameDecoder, encode_frame
 
 
 class EchoClient(Protocol):

@@ -19,17 +19,17 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.server import Site
 
-from libchat.front import FrontFactory
-from libchat.library import ProgramLibrary
-from libchat.memory import MemoryAPI
-from libchat.pool import WarmPool
-from libchat.reaper import RunDir, Watchdog
-from libchat.router import Router
-from libchat.runner import MAX_RUNTIME_BASE, NodeRuntime
-from libchat.store import JsonFileStore
-from libchat.web import app as web
-from libchat.web.auth import MIN_SECRET, read_secret
-from libchat.wire import DEFAULT_MAX_FRAME, MAGIC
+from libchat.doors.frame import FrontFactory
+from libchat.core.library import ProgramLibrary
+from libchat.doors.memory_api import MemoryAPI
+from libchat.runtimes.pool import WarmPool
+from libchat.runtimes.node.reaper import RunDir, Watchdog
+from libchat.core.router import Router
+from libchat.runtimes.node.runner import MAX_RUNTIME_BASE, NodeRuntime
+from libchat.storage.store import JsonFileStore
+from libchat.doors.web import app as web
+from libchat.doors.web.auth import MIN_SECRET, read_secret
+from libchat.protocol.wire import DEFAULT_MAX_FRAME, MAGIC
 
 DEFAULT_FRONT = "tcp:8082:interface=127.0.0.1"
 DEFAULT_API = "tcp:8083:interface=127.0.0.1"
@@ -95,7 +95,7 @@ class Options(usage.Options):
          _positive(int, "spawn-concurrency", 0)],
         ["runtime-dir", None, None, "Parent of the private socket directory "
          "(default $XDG_RUNTIME_DIR or /tmp)."],
-        # the web front doors (CONTRACT section 8; libchat.web, docs/web.md)
+        # the web front doors (CONTRACT section 8; libchat.doors.web, docs/web.md)
         ["web", None, DEFAULT_WEB, "Web endpoint: page, /ws, REST API, /metrics, /healthz."],
         ["auth-secret", None, None, "HS256 secret for user JWTs (none: development mode)."],
         ["auth-secret-file", None, None, "File holding the JWT secret."],
@@ -219,7 +219,7 @@ class LibchatService(service.MultiService):
         self.router = router
         self.store = store
         self.runtime = runtime
-        self.watchdog: Watchdog | None = None  # outlives the programs (libchat.reaper)
+        self.watchdog: Watchdog | None = None  # outlives the programs (libchat.runtimes.node.reaper)
 
     def listening(self, role: str) -> list["ListeningService"]:
         """The listening child services of a role ('front', 'api', ...)."""
@@ -291,7 +291,7 @@ def makeService(options: Options, reactor: Any = None) -> LibchatService:
 
 
 def make_web_service(options: Options, reactor: Any, router: Router) -> ListeningService:
-    """The ``--web`` listener (libchat.web)."""
+    """The ``--web`` listener (libchat.doors.web)."""
     log = Logger()
     secret = options["secret"]
     if secret is None:

@@ -11,7 +11,7 @@ from twisted.internet import defer
 from zope.interface import implementer
 
 from libchat.interfaces import IInstance, IInstanceOwner, IRuntime, IUpstream
-from libchat.store import MemoryStore
+from libchat.storage.store import MemoryStore
 
 __all__ = ["FakeUpstream", "FakeInstance", "FakeRuntime", "MemoryStore"]
 

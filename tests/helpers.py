@@ -10,9 +10,9 @@ from typing import Any, TypeVar
 
 from twisted.internet.task import Clock
 
-from libchat.library import ProgramLibrary
-from libchat.router import Router
-from libchat.store import MemoryStore
+from libchat.core.library import ProgramLibrary
+from libchat.core.router import Router
+from libchat.storage.store import MemoryStore
 from libchat.testing import FakeRuntime, FakeUpstream
 
 ROOT = Path(__file__).resolve().parent.parent

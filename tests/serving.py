@@ -8,7 +8,7 @@ from typing import Any
 
 from twisted.internet import defer, reactor
 
-from libchat.client import FrameClient, connect
+from libchat.tools.client import FrameClient, connect
 from libchat.tap import LibchatService, Options, makeService
 
 from .helpers import BUNDLED, FIXTURES

@@ -10,7 +10,7 @@ from typing import Any
 from twisted.internet import defer, protocol, reactor
 from twisted.trial.unittest import TestCase
 
-from libchat.cli import render
+from libchat.tools.cli import render
 from libchat.tap import Options, makeService
 
 from .logcheck import LogCheckMixin

@@ -6,8 +6,8 @@ import json
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from libchat import codes
-from libchat.events import BadEvent, parse_program, parse_upstream
+from libchat.protocol import codes
+from libchat.protocol.events import BadEvent, parse_program, parse_upstream
 
 from .helpers import each_case
 from .logcheck import LogCheckMixin

@@ -5,10 +5,10 @@ from __future__ import annotations
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from libchat.front import FrontProtocol
+from libchat.doors.frame import FrontProtocol
 from libchat.interfaces import IInstance, IRuntime, IStore, IUpstream
-from libchat.runner import NodeInstance, NodeRuntime
-from libchat.store import JsonFileStore, MemoryStore
+from libchat.runtimes.node.runner import NodeInstance, NodeRuntime
+from libchat.storage.store import JsonFileStore, MemoryStore
 from libchat.testing import FakeRuntime, FakeUpstream
 
 from .helpers import World, tmp_dir

@@ -10,9 +10,9 @@ from typing import Any
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from libchat import codes
-from libchat.front import FrontFactory
-from libchat.wire import MAGIC, FrameDecoder, encode_event, encode_frame
+from libchat.protocol import codes
+from libchat.doors.frame import FrontFactory
+from libchat.protocol.wire import MAGIC, FrameDecoder, encode_event, encode_frame
 
 from .helpers import World, each_case, tmp_dir, user_message
 from .logcheck import LogCheckMixin

@@ -11,7 +11,7 @@ from typing import Any
 from twisted.internet import defer, reactor
 from twisted.trial.unittest import TestCase
 
-from libchat import codes
+from libchat.protocol import codes
 
 from .helpers import tmp_dir
 from .logcheck import LogCheckMixin

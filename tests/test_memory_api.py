@@ -8,10 +8,10 @@ from typing import Any
 from treq.testing import StubTreq
 from twisted.trial.unittest import SynchronousTestCase
 
-from libchat.memory import MAX_BODY, MemoryAPI
-from libchat.records import DialogRecord
-from libchat.router import TokenInfo
-from libchat.store import MemoryStore
+from libchat.doors.memory_api import MAX_BODY, MemoryAPI
+from libchat.storage.records import DialogRecord
+from libchat.core.router import TokenInfo
+from libchat.storage.store import MemoryStore
 
 from .helpers import each_case
 from .logcheck import LogCheckMixin

@@ -32,5 +32,5 @@ class PluginTests(LogCheckMixin, SynchronousTestCase):
         self.assertIn("--max-programs", out.stdout)
 
     def test_the_node_sdk_ships_inside_the_package(self) -> None:
-        import libchat.runner
-        self.assertTrue((libchat.runner.NODE_SDK_DIR / "libchat.js").is_file())
+        import libchat.runtimes.node.runner
+        self.assertTrue((libchat.runtimes.node.runner.NODE_SDK_DIR / "libchat" / "index.js").is_file())

@@ -12,8 +12,8 @@ import pytest
 from twisted.internet import defer
 from twisted.internet.task import Clock
 
-from libchat.library import ProgramLibrary
-from libchat.pool import WarmPool
+from libchat.core.library import ProgramLibrary
+from libchat.runtimes.pool import WarmPool
 
 
 class PoolInstance:

@@ -12,10 +12,10 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor
 
-from libchat.library import ProgramLibrary
-from libchat.pool import WarmPool
-from libchat.router import Router
-from libchat.runner import NodeRuntime
+from libchat.core.library import ProgramLibrary
+from libchat.runtimes.pool import WarmPool
+from libchat.core.router import Router
+from libchat.runtimes.node.runner import NodeRuntime
 from libchat.testing import FakeUpstream, MemoryStore
 
 from .helpers import FIXTURES

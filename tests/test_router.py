@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from libchat import codes
-from libchat.records import CLOSED, FOREGROUND, OPEN, DialogRecord
+from libchat.protocol import codes
+from libchat.storage.records import CLOSED, FOREGROUND, OPEN, DialogRecord
 from libchat.testing import FakeUpstream
 
 from .helpers import World, close, tmp_dir, user_message

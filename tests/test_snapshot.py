@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from libchat.records import DialogRecord
-from libchat.snapshot import RecordEncoder
+from libchat.storage.records import DialogRecord
+from libchat.storage.snapshot import RecordEncoder
 
 
 def record(entries: int) -> DialogRecord:

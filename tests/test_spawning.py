@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from twisted.internet.task import Clock
 
-from libchat.spawning import SpawnGate
+from libchat.runtimes.spawning import SpawnGate
 
 
 def gate(limit: int = 2, hold: float = 1.0) -> tuple[SpawnGate, Clock, list[str]]:

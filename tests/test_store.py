@@ -9,8 +9,8 @@ from pathlib import Path
 from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase
 
-from libchat.records import DialogRecord
-from libchat.store import JsonFileStore, MemoryStore
+from libchat.storage.records import DialogRecord
+from libchat.storage.store import JsonFileStore, MemoryStore
 
 from .helpers import tmp_dir
 from .logcheck import LogCheckMixin
@@ -90,7 +90,7 @@ class TestJsonFileStore(StoreContract, SynchronousTestCase):
         self_result(store.flush())
         path = tmp_path / "data" / "d1.json"
         assert path.stat().st_mode & 0o777 == 0o600
-        # .journal/ is the store's write-ahead journal (libchat.journal)
+        # .journal/ is the store's write-ahead journal (libchat.storage.journal)
         assert [p.name for p in (tmp_path / "data").iterdir()
                 if p.name != ".journal"] == ["d1.json"]
 

@@ -11,7 +11,7 @@ from typing import Any
 from twisted.internet import defer, reactor
 from twisted.trial.unittest import TestCase
 
-from libchat.client import connect
+from libchat.tools.client import connect
 
 from .helpers import BUNDLED, FIXTURES, tmp_dir
 from .logcheck import LogCheckMixin

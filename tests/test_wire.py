@@ -9,8 +9,8 @@ from hypothesis import given, settings, strategies as st
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from libchat import codes
-from libchat.wire import (HEADER_SIZE, MAGIC, FrameDecoder, FrameError, FrameProtocol,
+from libchat.protocol import codes
+from libchat.protocol.wire import (HEADER_SIZE, MAGIC, FrameDecoder, FrameError, FrameProtocol,
                           encode_event, encode_frame)
 
 from .helpers import each_case

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from twisted.logger import LogLevel, globalLogBeginner
 
-from libchat.wire import HEADER, MAGIC
+from libchat.protocol.wire import HEADER, MAGIC
 
 from .fuzzing import FrontWorld, feed_program, memory_api, memory_request, seeds, split
 

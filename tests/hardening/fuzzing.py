@@ -13,15 +13,15 @@ from typing import Any
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
-from libchat import codes
-from libchat.events import BadEvent, parse_upstream
+from libchat.protocol import codes
+from libchat.protocol.events import BadEvent, parse_upstream
 from libchat.jsonc import loads
-from libchat.memory import MemoryAPI
-from libchat.records import DialogRecord
-from libchat.router import TokenInfo
-from libchat.runner import ProgramConnection
-from libchat.store import MemoryStore
-from libchat.wire import HEADER_SIZE, MAGIC, FrameDecoder, encode_event, encode_frame
+from libchat.doors.memory_api import MemoryAPI
+from libchat.storage.records import DialogRecord
+from libchat.core.router import TokenInfo
+from libchat.runtimes.node.runner import ProgramConnection
+from libchat.storage.store import MemoryStore
+from libchat.protocol.wire import HEADER_SIZE, MAGIC, FrameDecoder, encode_event, encode_frame
 
 from .world import World, user_message
 

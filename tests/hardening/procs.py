@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from libchat.jsonc import loads
-from libchat.wire import FrameDecoder, encode_event
+from libchat.protocol.wire import FrameDecoder, encode_event
 
 from ..helpers import BUNDLED, FIXTURES, ROOT
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from libchat.wire import HEADER_SIZE, encode_event
+from libchat.protocol.wire import HEADER_SIZE, encode_event
 
 from .world import World, frames, user_message
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from libchat.wire import HEADER, MAGIC, VERSION
+from libchat.protocol.wire import HEADER, MAGIC, VERSION
 
 from .fuzzing import FrontWorld, feed_program, memory_api, memory_request, seeds, split
 

@@ -9,9 +9,9 @@ from typing import Any, Callable
 
 from twisted.internet import defer
 
-from libchat.journal import decode_line, encode_line
-from libchat.records import FOREGROUND, DialogRecord
-from libchat.store import JsonFileStore
+from libchat.storage.journal import decode_line, encode_line
+from libchat.storage.records import FOREGROUND, DialogRecord
+from libchat.storage.store import JsonFileStore
 
 
 class HeldIO:
@@ -215,7 +215,7 @@ def test_an_entry_queued_before_a_snapshot_but_written_after_is_not_replayed_twi
 def test_a_chunked_snapshot_loses_no_change_made_between_chunks(tmp_path: Path) -> None:
     """The flush copies SNAPSHOT_CHUNK records per reactor turn; changes made
     meanwhile (before or after a record's copy) all survive a crash."""
-    from libchat.store import SNAPSHOT_CHUNK
+    from libchat.storage.store import SNAPSHOT_CHUNK
 
     turns: list[defer.Deferred[None]] = []
 

@@ -13,9 +13,9 @@ from twisted.internet import defer
 from twisted.internet.error import ConnectionDone
 from twisted.python.failure import Failure
 
-from libchat.memory import MAX_BODY, MAX_KEY, MemoryAPI
-from libchat.router import TokenInfo
-from libchat.store import JsonFileStore
+from libchat.doors.memory_api import MAX_BODY, MAX_KEY, MemoryAPI
+from libchat.core.router import TokenInfo
+from libchat.storage.store import JsonFileStore
 
 TOKEN = "t-alice"
 
@@ -30,7 +30,7 @@ class Tokens:
 
 @pytest.fixture
 def api(tmp_path: Path) -> tuple[MemoryAPI, JsonFileStore]:
-    from libchat.records import DialogRecord
+    from libchat.storage.records import DialogRecord
 
     store = JsonFileStore(tmp_path)
     store.load()

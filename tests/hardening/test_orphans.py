@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from libchat.reaper import LOCK, MARKER, RunDir, clean_stale, marked_pids
+from libchat.runtimes.node.reaper import LOCK, MARKER, RunDir, clean_stale, marked_pids
 
 from .procs import Twistd, alive, message, programs_dir, wait_until
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from libchat.events import valid_dialog_id
-from libchat.journal import encode_line
-from libchat.store import JsonFileStore
-from libchat.wire import encode_event
+from libchat.protocol.events import valid_dialog_id
+from libchat.storage.journal import encode_line
+from libchat.storage.store import JsonFileStore
+from libchat.protocol.wire import encode_event
 
 from .world import World, frames, user_message
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from libchat.reaper import marked_pids
+from libchat.runtimes.node.reaper import marked_pids
 
 from .procs import Twistd, message, programs_dir, wait_until
 

@@ -8,10 +8,10 @@ from typing import Any
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from libchat.front import FrontFactory, FrontProtocol
-from libchat.library import ProgramLibrary
-from libchat.router import Router
-from libchat.store import MemoryStore
+from libchat.doors.frame import FrontFactory, FrontProtocol
+from libchat.core.library import ProgramLibrary
+from libchat.core.router import Router
+from libchat.storage.store import MemoryStore
 from libchat.testing import FakeRuntime
 
 from ..helpers import make_program
@@ -59,7 +59,7 @@ def user_message(content: str = "echo hi", dialog_id: str = "d1", user_id: str =
 
 def frames(transport: StringTransport) -> list[dict[str, Any]]:
     from libchat.jsonc import loads
-    from libchat.wire import FrameDecoder
+    from libchat.protocol.wire import FrameDecoder
 
     got, error = FrameDecoder(max_length=1 << 30).feed(transport.value())
     assert error is None

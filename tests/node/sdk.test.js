@@ -1,5 +1,5 @@
 'use strict';
-// Tests for the Node SDK (libchat/node/libchat.js). Run: node --test tests/node/
+// Tests for the Node SDK (libchat/runtimes/node/sdk/libchat/). Run: node --test tests/node/
 const { test, describe, after } = require('node:test');
 const assert = require('node:assert/strict');
 const { spawn } = require('node:child_process');
@@ -10,8 +10,8 @@ const os = require('node:os');
 const path = require('node:path');
 
 const ROOT = path.resolve(__dirname, '..', '..');
-const SDK_DIR = path.join(ROOT, 'libchat', 'node');
-const chat = require(path.join(SDK_DIR, 'libchat.js'));
+const SDK_DIR = path.join(ROOT, 'libchat', 'runtimes', 'node', 'sdk');
+const chat = require(path.join(SDK_DIR, 'libchat'));
 const { encodeFrame, FrameDecoder, parseArgs, MAGIC, VERSION, MemoryClient, MemoryError } = chat;
 
 const TIMEOUT = 10000;

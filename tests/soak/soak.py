@@ -32,7 +32,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from libchat.reaper import marked_pids
+from libchat.runtimes.node.reaper import marked_pids
 
 from ..hardening.procs import FrameConn, Twistd, alive, message, programs_dir, wait_until
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from libchat.web import app as web
+from libchat.doors.web import app as web
 
 from ..helpers import World as CoreWorld
 

@@ -9,8 +9,8 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 from treq.testing import StubTreq
 
-from libchat import codes
-from libchat.web.auth import mint
+from libchat.protocol import codes
+from libchat.doors.web.auth import mint
 
 from .helpers import World
 

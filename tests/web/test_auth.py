@@ -8,7 +8,7 @@ from typing import Any
 import jwt
 import pytest
 
-from libchat.web.auth import Authenticator, Unauthorized, main, mint, read_secret
+from libchat.doors.web.auth import Authenticator, Unauthorized, main, mint, read_secret
 
 SECRET = b"unit-test-secret-of-32-bytes-or-more-000"
 NOW = 1_700_000_000.0

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from zope.interface.verify import verifyObject
 
-from libchat import codes
+from libchat.protocol import codes
 from libchat.interfaces import IUpstream
 from libchat.testing import FakeUpstream
-from libchat.web.gateway import MAX_REPLAY, NotFound
+from libchat.doors.web.gateway import MAX_REPLAY, NotFound
 
 from .helpers import World
 

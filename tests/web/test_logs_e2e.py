@@ -12,7 +12,7 @@ from twisted.internet import reactor
 from twisted.logger import Logger, LogLevel
 
 from libchat.logs import to_json_line
-from libchat.web.client import connect_ws
+from libchat.doors.web.client import connect_ws
 
 from .conftest import BUNDLED, Server
 

@@ -9,7 +9,7 @@ import treq
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import defer, reactor, task
 
-from libchat.web.client import connect_ws
+from libchat.doors.web.client import connect_ws
 
 from .conftest import Server
 

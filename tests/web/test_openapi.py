@@ -21,8 +21,8 @@ import treq
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT4
 
-from libchat.web.app import OPENAPI
-from libchat.web.auth import mint
+from libchat.doors.web.app import OPENAPI
+from libchat.doors.web.auth import mint
 
 from ..helpers import ROOT
 from .conftest import SECRET, Server, start_server

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from libchat.web.auth import mint
+from libchat.doors.web.auth import mint
 
 from ..helpers import ROOT
 from .conftest import SECRET, Server

@@ -9,9 +9,9 @@ import pytest_twisted
 import treq
 from twisted.internet import defer, reactor
 
-from libchat import codes
-from libchat.web.auth import mint
-from libchat.web.client import connect_ws
+from libchat.protocol import codes
+from libchat.doors.web.auth import mint
+from libchat.doors.web.client import connect_ws
 
 from .conftest import SECRET, Server
 

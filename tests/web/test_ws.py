@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from twisted.internet.task import Clock
 
-from libchat.web.ws import ConnectionRegistry, RateLimiter
+from libchat.doors.web.ws import ConnectionRegistry, RateLimiter
 
 
 def test_rate_limiter_allows_a_burst_then_the_rate() -> None:

@@ -10,10 +10,10 @@ import pytest_twisted
 import treq
 from twisted.internet import defer, reactor, task
 
-from libchat import codes
-from libchat.client import connect as connect_frame
-from libchat.web.auth import mint
-from libchat.web.client import ChatClient, Refused, connect_ws
+from libchat.protocol import codes
+from libchat.tools.client import connect as connect_frame
+from libchat.doors.web.auth import mint
+from libchat.doors.web.client import ChatClient, Refused, connect_ws
 
 from .conftest import SECRET, Server
 

@@ -17,13 +17,13 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 
-from libchat.memory import json_response
-from libchat.router import Router
-from libchat.web.auth import Authenticator
-from libchat.web.gateway import WebGateway
-from libchat.web.metrics import Metrics
-from libchat.web.rest import ChatAPI
-from libchat.web.ws import (
+from libchat.doors.memory_api import json_response
+from libchat.core.router import Router
+from libchat.doors.web.auth import Authenticator
+from libchat.doors.web.gateway import WebGateway
+from libchat.doors.web.metrics import Metrics
+from libchat.doors.web.rest import ChatAPI
+from libchat.doors.web.ws import (
     DEFAULT_MAX_PER_USER,
     DEFAULT_PING,
     DEFAULT_PONG,

@@ -16,11 +16,11 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from libchat import codes
-from libchat.events import new_message_id
+from libchat.protocol import codes
+from libchat.protocol.events import new_message_id
 from libchat.interfaces import IInstance, IInstanceOwner, IRuntime, IStore, IUpstream
-from libchat.library import ProgramLibrary
-from libchat.records import CLOSED, FOREGROUND, OPEN, DialogRecord
+from libchat.core.library import ProgramLibrary
+from libchat.storage.records import CLOSED, FOREGROUND, OPEN, DialogRecord
 
 FOREGROUND_ROLE = "foreground"
 BACKGROUND_ROLE = "background"
@@ -258,7 +258,7 @@ class Router:
         return event
 
     def receive(self, upstream: IUpstream, event: dict[str, Any]) -> dict[str, Any] | None:
-        """Handle one validated upstream event (see :mod:`libchat.events`).
+        """Handle one validated upstream event (see :mod:`libchat.protocol.events`).
 
         Returns a 2004 to answer on the same connection, or None.
         """

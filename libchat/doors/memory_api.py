@@ -15,10 +15,10 @@ from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.server import Request, Site
 
-from libchat import codes
+from libchat.protocol import codes
 from libchat.interfaces import IStore
 from libchat.jsonc import JSONDecodeError, dumps, loads
-from libchat.router import TokenInfo
+from libchat.core.router import TokenInfo
 
 MAX_BODY = 1024 * 1024
 MAX_KEY = 256

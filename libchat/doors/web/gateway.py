@@ -18,10 +18,10 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
-from libchat import codes
-from libchat.events import valid_intent
+from libchat.protocol import codes
+from libchat.protocol.events import valid_intent
 from libchat.interfaces import IUpstream
-from libchat.router import Dialog, Router, event_from_entry
+from libchat.core.router import Dialog, Router, event_from_entry
 
 CHANNEL = "web"
 MAX_REPLAY = 500  # CONTRACT section 8: a 1003 replays at most the last 500 entries

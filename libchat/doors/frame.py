@@ -14,11 +14,11 @@ from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from libchat import codes
-from libchat.events import BadEvent, parse_upstream
+from libchat.protocol import codes
+from libchat.protocol.events import BadEvent, parse_upstream
 from libchat.interfaces import IUpstream
-from libchat.router import Router
-from libchat.wire import DEFAULT_MAX_FRAME, MAGIC, FrameError, FrameProtocol
+from libchat.core.router import Router
+from libchat.protocol.wire import DEFAULT_MAX_FRAME, MAGIC, FrameError, FrameProtocol
 
 
 @implementer(IUpstream, IPushProducer)

@@ -15,9 +15,9 @@ from twisted.internet import defer, task
 from twisted.internet.stdio import StandardIO
 from twisted.protocols.basic import LineReceiver
 
-from libchat import codes
-from libchat.client import FrameClient, connect
-from libchat.wire import MAGIC
+from libchat.protocol import codes
+from libchat.tools.client import FrameClient, connect
+from libchat.protocol.wire import MAGIC
 
 
 def render(event: dict[str, Any]) -> str:

@@ -24,7 +24,7 @@ class DialogRecord:
     state: str = OPEN
     channel: str = "frame"
     # a REST session's pinned intent: used whenever the foreground is free and
-    # the 1001 names none (libchat.web.rest)
+    # the 1001 names none (libchat.doors.web.rest)
     intent: str | None = None
     messages: list[dict[str, Any]] = attrs.Factory(list)
     # {program: {key: {"value": <json>, "at": <unix time>}}}: saved in this dialog

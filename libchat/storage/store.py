@@ -18,13 +18,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from libchat.atomic import fsync_dir, write_atomic
-from libchat.events import valid_dialog_id
+from libchat.storage.atomic import fsync_dir, write_atomic
+from libchat.protocol.events import valid_dialog_id
 from libchat.interfaces import IStore
-from libchat.journal import Journal
+from libchat.storage.journal import Journal
 from libchat.jsonc import loads
-from libchat.records import DialogRecord
-from libchat.snapshot import RecordEncoder
+from libchat.storage.records import DialogRecord
+from libchat.storage.snapshot import RecordEncoder
 
 RunIO = Callable[..., "defer.Deferred[Any]"]
 
@@ -120,7 +120,7 @@ HEADER_FIELDS = ("user_id", "created_at", "updated_at", "program", "state", "cha
 @implementer(IStore)
 class JsonFileStore(MemoryStore):
     """One ``<dialog_id>.json`` per dialog in ``directory``, plus a journal
-    (:mod:`libchat.journal`) of what changed since: memory saves (the 200
+    (:mod:`libchat.storage.journal`) of what changed since: memory saves (the 200
     waits for its fsync), transcript/state changes and the pending reply
     queues (written behind, within one group commit)."""
 

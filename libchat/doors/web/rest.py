@@ -1,7 +1,7 @@
 """The REST session API (CONTRACT section 8), a Klein app mounted at ``/api/chat/``.
 
 A session is a web dialog: what is posted here is routed exactly like a
-WebSocket 1001/1002 (through :class:`~libchat.web.gateway.WebGateway`), and
+WebSocket 1001/1002 (through :class:`~libchat.doors.web.gateway.WebGateway`), and
 replies are read back from the transcript, optionally long-polling until one
 exists. ``openapi.json`` beside this module describes it; a test holds the two
 together.
@@ -18,12 +18,12 @@ from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import HTTPException
 
-from libchat import codes
-from libchat.events import BadEvent, check_upstream
-from libchat.memory import ApiError, json_body, json_response
-from libchat.web.auth import Authenticator, Unauthorized
-from libchat.web.gateway import MAX_REPLAY, NotFound, WebGateway
-from libchat.web.ws import RateLimiter
+from libchat.protocol import codes
+from libchat.protocol.events import BadEvent, check_upstream
+from libchat.doors.memory_api import ApiError, json_body, json_response
+from libchat.doors.web.auth import Authenticator, Unauthorized
+from libchat.doors.web.gateway import MAX_REPLAY, NotFound, WebGateway
+from libchat.doors.web.ws import RateLimiter
 
 MAX_WAIT = 30.0  # CONTRACT section 8: wait is clamped to 30 s
 MAX_LIMITERS = 10_000

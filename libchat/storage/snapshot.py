@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from libchat.jsonc import dumps, dumps_pretty
-from libchat.records import DialogRecord
+from libchat.storage.records import DialogRecord
 
 # below this many entries re-encoding is cheap: keep no bytes for the record
 MIN_CACHED = 32
@@ -58,7 +58,7 @@ class RecordEncoder:
         return self.encode_data(record.to_json(), record.messages)
 
     def encode_data(self, data: dict[str, Any], source: list[Any]) -> bytes:
-        """Encode a copy of a record (``libchat.store.snapshot_of``) whose
+        """Encode a copy of a record (``libchat.storage.store.snapshot_of``) whose
         ``messages`` holds the first entries of the record's live list
         ``source`` (the cache is keyed on that list). The file store calls it
         from its flush thread, one flush at a time."""

@@ -4,7 +4,7 @@ Three layers, each covering what the previous one cannot:
 
 1. The Node SDK exits when its socket closes or its stdin (a pipe from
    libchat) reaches EOF: a killed server takes its direct children along.
-2. A watchdog process (``python -m libchat.reaper watch``), in its own session,
+2. A watchdog process (``python -m libchat.runtimes.node.reaper watch``), in its own session,
    holds a pipe from the server. When the pipe ends without a "stopping" line
    the server died: it sends SIGTERM to every process of this run, SIGKILL
    after a short grace, and removes the run's socket directory. This catches
@@ -119,7 +119,7 @@ class RunDir:
 
     def create(self) -> Path:
         """Make the directory (the runtime calls this before its first program)."""
-        from libchat.runner import make_runtime_dir  # checks the sun_path budget
+        from libchat.runtimes.node.runner import make_runtime_dir  # checks the sun_path budget
 
         path = make_runtime_dir(str(self.base))
         fd = os.open(path / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -211,7 +211,7 @@ class Watchdog:
         self.process: Any = None
 
     def start(self) -> None:
-        argv = [sys.executable, "-m", "libchat.reaper", "watch", str(self.run.base),
+        argv = [sys.executable, "-m", "libchat.runtimes.node.reaper", "watch", str(self.run.base),
                 self.run.run_id, str(self.grace)]
         env = {k: v for k, v in os.environ.items() if k != MARKER}
         self.process = self.reactor.spawnProcess(self.protocol, sys.executable, argv, env=env,
@@ -272,5 +272,5 @@ def watch(base: str, run_id: str, grace: float) -> int:
 if __name__ == "__main__":  # pragma: no cover - run as the watchdog process
     if len(sys.argv) == 5 and sys.argv[1] == "watch":
         sys.exit(watch(sys.argv[2], sys.argv[3], float(sys.argv[4])))
-    sys.stderr.write("usage: python -m libchat.reaper watch BASE RUN_ID GRACE\n")
+    sys.stderr.write("usage: python -m libchat.runtimes.node.reaper watch BASE RUN_ID GRACE\n")
     sys.exit(2)

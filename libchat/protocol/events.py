@@ -10,7 +10,7 @@ import re
 import uuid
 from typing import Any
 
-from libchat import codes
+from libchat.protocol import codes
 from libchat.jsonc import JSONDecodeError, loads
 
 DIALOG_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}")

@@ -28,8 +28,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from libchat.interfaces import IInstance, IInstanceOwner, IRuntime
-from libchat.library import ProgramLibrary
-from libchat.program_io import (  # noqa: F401 - re-exported for callers of runner
+from libchat.core.library import ProgramLibrary
+from libchat.runtimes.node.program_io import (  # noqa: F401 - re-exported for callers of runner
     MAX_RUNTIME_BASE,
     NODE_SDK_DIR,
     ChildProtocol,
@@ -39,11 +39,11 @@ from libchat.program_io import (  # noqa: F401 - re-exported for callers of runn
     make_runtime_dir,
     peer_pid,
 )
-from libchat.spawning import SpawnGate
-from libchat.wire import DEFAULT_MAX_FRAME, MAGIC, encode_event
+from libchat.runtimes.spawning import SpawnGate
+from libchat.protocol.wire import DEFAULT_MAX_FRAME, MAGIC, encode_event
 
 if TYPE_CHECKING:
-    from libchat.pool import WarmPool
+    from libchat.runtimes.pool import WarmPool
 
 DRAIN_AT_EXIT = 1.0  # seconds to read what an exited program left in its socket
 
@@ -356,7 +356,7 @@ class NodeRuntime:
         """Made on first use, so a server that never starts a program (or
         fails to start at all) leaves no directory behind."""
         if self._runtime_dir is None:
-            # make_dir: libchat.reaper's run directory (lock + run marker)
+            # make_dir: libchat.runtimes.node.reaper's run directory (lock + run marker)
             self._runtime_dir = (self._make_dir() if self._make_dir is not None
                                  else make_runtime_dir(self.runtime_base))
         return self._runtime_dir

@@ -18,7 +18,7 @@ Node's start-up (~60 ms). The rules, and why:
   reached evicts an idle warm instance of another program.
 - **Refill** after every hand-out and whenever an idle instance dies, at most
   one spawn per ``interval`` seconds, as pre-starts behind any dialog's spawn
-  (:class:`~libchat.spawning.SpawnGate`). An instance that dies while idle is
+  (:class:`~libchat.runtimes.spawning.SpawnGate`). An instance that dies while idle is
   replaced after a back-off that doubles with each consecutive failure (up to
   ``max_backoff``): a broken program cannot crash-loop. No refill at shutdown.
 """
@@ -35,10 +35,10 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from libchat.interfaces import IInstanceOwner
-from libchat.library import ProgramLibrary
+from libchat.core.library import ProgramLibrary
 
 if TYPE_CHECKING:
-    from libchat.runner import NodeInstance, NodeRuntime
+    from libchat.runtimes.node.runner import NodeInstance, NodeRuntime
 
 
 @implementer(IInstanceOwner)

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import attrs
 from twisted.logger import Logger
 
-from libchat.events import valid_intent
+from libchat.protocol.events import valid_intent
 
 COMMAND = re.compile(r"/([a-z0-9][a-z0-9_-]{0,63})(?=\s|$)")
 

@@ -1,6 +1,6 @@
 """The two pipes of a program instance: its Unix socket and its stdout/stderr.
 
-:mod:`libchat.runner` owns the instance's life; this module holds the
+:mod:`libchat.runtimes.node.runner` owns the instance's life; this module holds the
 protocols it plugs into Twisted, and the socket-directory helpers.
 """
 
@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet.protocol import Factory, ProcessProtocol
 from twisted.python.failure import Failure
 
-from libchat.events import BadEvent, parse_program
-from libchat.wire import FrameProtocol
+from libchat.protocol.events import BadEvent, parse_program
+from libchat.protocol.wire import FrameProtocol
 
 if TYPE_CHECKING:
-    from libchat.runner import NodeInstance
+    from libchat.runtimes.node.runner import NodeInstance
 
-NODE_SDK_DIR = Path(__file__).parent / "node"
+NODE_SDK_DIR = Path(__file__).parent / "sdk"
 MAX_LOG_LINE = 4096
 # sun_path holds 108 bytes: base + "/libchat-XXXXXXXX" + "/i<20 digits>.sock" + NUL
 MAX_RUNTIME_BASE = 108 - 1 - 17 - 27

@@ -1,6 +1,6 @@
 """``GET /ws``: the §2 events as JSON text frames over an autobahn WebSocket.
 
-Identity comes from the handshake (:mod:`libchat.web.auth`), never from a
+Identity comes from the handshake (:mod:`libchat.doors.web.auth`), never from a
 frame. Each connection has its own rate limit; a message over ``--max-frame``
 is answered with 2004 ``MSG_TOO_LARGE`` and the connection is closed; ping
 every ``ping`` seconds, closed when no pong comes within ``pong`` seconds.
@@ -20,11 +20,11 @@ from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from libchat import codes
-from libchat.events import BadEvent, check_upstream, decode_body
+from libchat.protocol import codes
+from libchat.protocol.events import BadEvent, check_upstream, decode_body
 from libchat.jsonc import dumps
-from libchat.web.auth import Authenticator, Unauthorized
-from libchat.web.gateway import NotFound, WebGateway
+from libchat.doors.web.auth import Authenticator, Unauthorized
+from libchat.doors.web.gateway import NotFound, WebGateway
 
 DEFAULT_RATE = 20.0  # messages per second per connection (burst of the same size)
 DEFAULT_MAX_PER_USER = 16
@@ -93,7 +93,7 @@ def _reason_phrase(text: str) -> str:
 
 
 # not ``self.log``: autobahn keeps its own (txaio) logger there
-log = Logger("libchat.web.ws")
+log = Logger("libchat.doors.web.ws")
 
 
 class ChatSocket(WebSocketServerProtocol):

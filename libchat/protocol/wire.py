@@ -14,7 +14,7 @@ from typing import Any
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 
-from libchat import codes
+from libchat.protocol import codes
 from libchat.jsonc import dumps
 
 MAGIC = 0x4C434854  # "LCHT"

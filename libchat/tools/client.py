@@ -8,7 +8,7 @@ from twisted.internet import defer, endpoints
 from twisted.python.failure import Failure
 
 from libchat.jsonc import loads
-from libchat.wire import MAGIC, FrameError, FrameProtocol
+from libchat.protocol.wire import MAGIC, FrameError, FrameProtocol
 
 
 class FrameClient(FrameProtocol):

@@ -33,7 +33,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from libchat.atomic import fsync_dir, write_atomic, write_fully
+from libchat.storage.atomic import fsync_dir, write_atomic, write_fully
 from libchat.jsonc import dumps, loads
 
 RunIO = Callable[..., "defer.Deferred[Any]"]
