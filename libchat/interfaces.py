@@ -1,101 +1,248 @@
-"""The seams of libchat. The router knows only these, never a transport.
+"""The seams of libchat. Doors, the core, runtimes and storage know each other
+only through these.
 
-Front doors implement :class:`IUpstream`; program runtimes implement
-:class:`IRuntime`/:class:`IInstance`; the dialog/memory store implements
-:class:`IStore`. Each has a verified in-memory fake in :mod:`libchat.testing`.
+    doors (IUpstream) --IRouter--> core --IRuntime/IInstance--> runtimes
+                                    |  <--IInstanceOwner--
+                                    +--IStore--> storage
+
+Front doors implement :class:`IUpstream` and call an :class:`IRouter`; program
+runtimes implement :class:`IRuntime`/:class:`IInstance` (a local Node process,
+an HTTP conversation with a hosted agent, a connected remote client, a human
+operator: the router does not learn the difference); the dialog/memory store
+implements :class:`IStore`. Each has a verified in-memory fake in
+:mod:`libchat.testing`, and a contract test mixin in ``tests/contracts/`` runs
+against the fake and the real implementation alike.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+import attrs
 from zope.interface import Attribute, Interface
+
+
+# -- values that cross the seams --------------------------------------------------
+
+
+@attrs.frozen
+class TokenInfo:
+    """Whom a memory API token speaks for."""
+
+    dialog_id: str
+    user_id: str
+    program: str
+
+
+@attrs.frozen
+class Receipt:
+    """The router's answer to one upstream event.
+
+    ``error`` is a 2004 body to answer on the same connection (nothing was
+    recorded); otherwise ``seq`` is the transcript seq the event was recorded
+    under (None for a 1002 of an unknown dialog, which records nothing)."""
+
+    seq: int | None = None
+    error: dict[str, Any] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@attrs.frozen
+class DialogInfo:
+    """What a door may know about a dialog (never the live objects)."""
+
+    dialog_id: str
+    user_id: str
+    channel: str
+    program: str | None
+    intent: str | None
+    state: str
+    seq: int  # the seq of the newest transcript entry (0: none yet)
+
+
+# -- front doors --------------------------------------------------------------------
 
 
 class IUpstream(Interface):
     """One connection (or gateway) that sends user events and receives replies."""
 
     channel = Attribute(
-        "str: the family of front doors this upstream belongs to ('frame', 'web'). "
-        "A dialog's replies fall back only to upstreams of its own channel."
+        "str: the family of front doors this upstream belongs to ('frame', 'web', "
+        "later 'wecom', 'lark'). A dialog's replies fall back only to upstreams "
+        "of its own channel, and a dialog never changes channel."
     )
 
     def alive() -> bool:
-        """True while events delivered now will reach a client."""
+        """True while events delivered now will reach a client. An upstream
+        that applies backpressure answers False while it is full and calls
+        :meth:`IRouter.drain` once it can take more."""
 
-    def deliver(event: dict) -> None:
+    def deliver(event: dict[str, Any]) -> None:
         """Send one libchat -> upstream event (2001-2004)."""
 
 
+class IRouter(Interface):
+    """What every front door calls. Doors never touch dialogs, bindings or
+    transcripts directly."""
+
+    def attach(upstream: IUpstream) -> None:
+        """A front door connected; it is handed what waited for its channel."""
+
+    def detach(upstream: IUpstream) -> None:
+        """A front door went away; replies now fall back to others."""
+
+    def drain(upstream: IUpstream) -> None:
+        """The upstream can take events again (after answering not alive):
+        hand it what waited for its channel, and resume paused runtimes once
+        the backlog is low."""
+
+    def receive(upstream: IUpstream, event: dict[str, Any]) -> Receipt:
+        """Handle one validated 1001/1002 (see :mod:`libchat.protocol.events`)."""
+
+    def open(dialog_id: str, user_id: str, channel: str,
+             intent: str | None = None) -> DialogInfo:
+        """Create an empty dialog ahead of its first message (a REST session),
+        optionally with a pinned intent. ``ValueError`` if the id exists."""
+
+    def close(upstream: IUpstream, dialog_id: str, user_id: str) -> Receipt:
+        """The user ends the dialog: the same as receiving its 1002."""
+
+    def info(dialog_id: str) -> DialogInfo | None:
+        """The dialog's owner, channel, program, state and newest seq."""
+
+    def replay(dialog_id: str, after: int = 0,
+               limit: int | None = None) -> list[dict[str, Any]]:
+        """The events of the dialog's transcript entries with ``seq > after``,
+        oldest first, exactly as first delivered; with ``limit``, at most the
+        last ``limit`` of them. Empty for an unknown dialog."""
+
+    def entries(dialog_id: str, after: int = 0,
+                limit: int | None = None) -> list[dict[str, Any]]:
+        """The transcript entries themselves (REST shape: no dialog/user ids),
+        ``seq > after``, oldest first, at most the first ``limit``."""
+
+    def token_info(token: str) -> TokenInfo | None:
+        """Whom a memory API token speaks for; valid while its instance lives."""
+
+
+class IRouterStats(Interface):
+    """Read at scrape time by the metrics door; never on the per-message path."""
+
+    def live_dialogs() -> int:
+        """Dialogs that have a foreground instance now."""
+
+    def instances() -> list[tuple["IInstance", str, str]]:
+        """(instance, role, dialog_id) of every live instance."""
+
+    def pending_count(channel: str) -> int:
+        """Replies kept for an absent upstream of ``channel``."""
+
+
+# -- runtimes -----------------------------------------------------------------------
+
+
 class IInstanceOwner(Interface):
-    """What a runtime reports back about one instance (implemented by the router)."""
+    """What a runtime reports back about one instance (implemented by the
+    router; the warm pool is one too, while it holds unbound instances)."""
 
     def instanceConnected(instance: "IInstance") -> None:
-        """The program connected to its socket; buffered events were flushed."""
+        """The instance is ready; events sent before it were handed over."""
 
-    def instanceEvent(instance: "IInstance", event: dict) -> None:
-        """The program sent a valid 2001/2002/2003."""
+    def instanceEvent(instance: "IInstance", event: dict[str, Any]) -> None:
+        """The instance sent a valid 2001/2002/2003."""
 
     def instanceGone(instance: "IInstance", connected: bool, detail: str) -> None:
-        """The instance's process is gone. ``connected`` tells whether it ever
-        connected (False: it failed to start, or missed the start deadline)."""
+        """The instance is gone for good. ``connected`` tells whether it ever
+        became ready (False: it failed to start, or missed its deadline), which
+        the router turns into 2002 ``program_exited`` or ``program_failed``."""
 
 
 class IInstance(Interface):
-    """One running program instance bound to at most one dialog."""
+    """One instance of a program, bound to at most one dialog. It may be a
+    local process (``pid`` set) or have none (``pid`` None): an HTTP
+    conversation, a connected remote client, a human operator."""
 
     instance_id = Attribute("str: unique for the life of the server")
     program = Attribute("str: the program (intent) name")
-    token = Attribute("str: the secret the program presents to the memory API")
-    pid = Attribute("int | None: the process id once spawned")
+    token = Attribute("str: the secret the instance presents to the memory API")
+    pid = Attribute("int | None: the local process id, if it has a process")
 
-    def send(event: dict) -> None:
-        """Queue an event to the program; buffered until it connects."""
+    def send(event: dict[str, Any]) -> None:
+        """Hand an event (1001, 1002) to the instance, in order; buffered
+        until it is ready. Never raises for a gone instance (dropped)."""
 
-    def stop(drain: float = 0.0):
-        """Stop the instance: wait up to ``drain`` s for it to exit by itself,
-        then SIGTERM its process group, then SIGKILL after the kill grace.
-        Returns a Deferred that fires once the process is gone."""
+    def stop(drain: float = 0.0) -> Any:
+        """Stop the instance: give it up to ``drain`` s to finish by itself,
+        then end it (a process: SIGTERM its group, SIGKILL after the grace).
+        Returns a Deferred that fires once it is gone (after instanceGone)."""
 
 
 class IRuntime(Interface):
-    """Starts instances of programs."""
+    """Starts instances of programs. Flow control is explicit: while paused,
+    a runtime delivers no instance events to owners (a process runtime stops
+    reading its sockets, so programs block; others buffer, bounded)."""
 
-    def start(program: str, dialog_id: str, user_id: str, owner: IInstanceOwner) -> IInstance:
-        """Start an instance of ``program`` for a dialog; events go to ``owner``."""
+    def counts(program: str) -> bool:
+        """Whether an instance of ``program`` counts against
+        ``--max-programs`` (local processes do; remote runtimes do not)."""
 
-    def stopAll():
-        """Stop every instance; Deferred fires when all are gone."""
+    def start(program: str, dialog_id: str, user_id: str,
+              owner: IInstanceOwner) -> IInstance:
+        """Start an instance of ``program`` for a dialog; events go to ``owner``.
+        May raise :class:`NoRoom` when the runtime cannot take one more now."""
+
+    def pauseEvents() -> None:
+        """Stop delivering instance events until :meth:`resumeEvents`."""
+
+    def resumeEvents() -> None:
+        """Deliver instance events again."""
+
+    def stopAll() -> Any:
+        """Stop every instance; a Deferred that fires when all are gone."""
+
+
+class NoRoom(Exception):
+    """A runtime cannot start one more instance now (the router answers 2004
+    ``BUSY``; nothing is recorded)."""
+
+
+# -- storage ------------------------------------------------------------------------
 
 
 class IStore(Interface):
     """Dialog records and per-(user, program) memory, durable somewhere."""
 
-    def load():
+    def load() -> list[Any]:
         """Read what a previous run kept; returns the list of DialogRecords."""
 
-    def get(dialog_id: str):
+    def get(dialog_id: str) -> Any:
         """The DialogRecord for an id, or None."""
 
-    def add(record) -> None:
+    def add(record: Any) -> None:
         """Keep a new DialogRecord."""
 
-    def changed(record) -> None:
+    def changed(record: Any) -> None:
         """Mark a record as changed so the next flush writes it."""
 
-    def memory_get(user_id: str, program: str, key: str):
+    def memory_get(user_id: str, program: str, key: str) -> Any:
         """The value saved for (user, program, key), or None."""
 
-    def memory_set(user_id: str, program: str, key: str, value, dialog_id: str, now: float):
+    def memory_set(user_id: str, program: str, key: str, value: Any,
+                   dialog_id: str, now: float) -> Any:
         """Save a value (and note it in the dialog's record); returns a
         Deferred that fires when the value is durable."""
 
-    def flush():
+    def flush() -> Any:
         """Write every changed record; returns a Deferred."""
 
-    def pending():
+    def pending() -> dict[str, list[dict[str, Any]]]:
         """{channel: [event, ...]}: replies kept for an absent upstream by a
         previous run, oldest first (restored by the router at start)."""
 
-    def pending_put(channel: str, event: dict) -> None:
+    def pending_put(channel: str, event: dict[str, Any]) -> None:
         """A reply was queued for ``channel`` because no upstream could take it."""
 
     def pending_taken(channel: str, count: int) -> None:

@@ -99,6 +99,7 @@ class FakeRuntime:
 
     def __init__(self, auto_exit: bool = True) -> None:
         self.auto_exit = auto_exit
+        self.paused = False
         self.started: list[FakeInstance] = []
         self.live: list[FakeInstance] = []
         self._n = itertools.count(1)
@@ -109,6 +110,15 @@ class FakeRuntime:
         self.started.append(inst)
         self.live.append(inst)
         return inst
+
+    def counts(self, program: str) -> bool:
+        return True
+
+    def pauseEvents(self) -> None:
+        self.paused = True
+
+    def resumeEvents(self) -> None:
+        self.paused = False
 
     def stopAll(self) -> "defer.Deferred[Any]":
         return defer.DeferredList([i.stop() for i in list(self.live)])

@@ -393,6 +393,15 @@ class NodeRuntime:
     def live(self) -> list[NodeInstance]:
         return list(self._live.values())
 
+    def counts(self, program: str) -> bool:
+        return True
+
+    def pauseEvents(self) -> None:
+        self.pause_reading()
+
+    def resumeEvents(self) -> None:
+        self.resume_reading()
+
     def pause_reading(self) -> None:
         """Stop reading every program socket (router backpressure)."""
         self._set_reading(paused=True)
