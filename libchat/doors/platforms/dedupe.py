@@ -87,7 +87,8 @@ class DedupeSet:
         """A set from :meth:`dump`'s output; anything unreadable gives an empty set."""
         out = cls(clock, ttl, max_entries)
         entries = data.get("entries") if isinstance(data, dict) and data.get("version") == VERSION else None
-        good = [(k, float(at)) for k, at in (e for e in entries or [] if isinstance(e, list) and len(e) == 2)
+        pairs = [e for e in entries if isinstance(e, list) and len(e) == 2] if isinstance(entries, list) else []
+        good = [(k, float(at)) for k, at in pairs
                 if isinstance(k, str) and isinstance(at, (int, float)) and not isinstance(at, bool)]
         good.sort(key=lambda e: e[1])
         for key, at in good[-max_entries:]:

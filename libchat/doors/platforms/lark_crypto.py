@@ -41,10 +41,10 @@ def check_signature(timestamp: str, nonce: str, encrypt_key: str, body: bytes,
 
 def token_of(payload: Mapping[str, Any]) -> str | None:
     """The verification token of a (decrypted) callback, either schema."""
-    header = payload.get("header")
-    if payload.get("schema") is not None and isinstance(header, Mapping):
-        token = header.get("token")
-    else:
+    if payload.get("schema") is not None:  # 2.0: only the header's token counts
+        header = payload.get("header")
+        token = header.get("token") if isinstance(header, Mapping) else None
+    else:  # 1.0 events and url_verification
         token = payload.get("token")
     return token if isinstance(token, str) else None
 

@@ -109,7 +109,8 @@ def parse_message_event(payload: Mapping[str, Any]) -> dict[str, Any]:
     message = _mapping(event.get("message"))
     sender = _mapping(event.get("sender"))
     mentions = []
-    for m in message.get("mentions") or []:
+    raw_mentions = message.get("mentions")
+    for m in raw_mentions if isinstance(raw_mentions, list) else []:
         if isinstance(m, Mapping):
             mentions.append({"key": _str(m.get("key")), "name": _str(m.get("name")),
                              "open_id": _str(_mapping(m.get("id")).get("open_id"))})
