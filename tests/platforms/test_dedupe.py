@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -63,7 +64,8 @@ def test_load_ignores_garbage_and_keeps_the_newest_within_the_bound() -> None:
                                       ["d", "soon"], ["e", True]]}
     d = DedupeSet.load(data, c, max_entries=2)
     assert len(d) == 2 and "b" in d and "c" in d
-    for junk in (None, [], {"version": 99, "entries": [["a", now]]}, {"version": 1, "entries": 5}):
+    junks: list[Any] = [None, [], {"version": 99, "entries": [["a", now]]}, {"version": 1, "entries": 5}]
+    for junk in junks:
         assert len(DedupeSet.load(junk, c)) == 0
 
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from libchat.doors.platforms.textsplit import (
     LARK_POST_BODY, LARK_TEXT_BODY, WECOM_TEXT_BYTES, lark_cost, merge_messages, split_lark,
-    split_text, split_wecom, utf8_cost, _glued)
+    split_text, split_wecom, utf8_cost, _glued, CJK_ENDS, CLOSERS)
 
 
 def nbytes(s: str) -> int:
@@ -149,7 +149,7 @@ def test_each_cut_is_as_late_as_the_rule_allows(text: str, limit: int) -> None:
             used += utf8_cost(ch)
             fit += 1
         nxt = parts[i + 1][0]
-        at_break = p[-1] in "\n。！？…；”" or p[-1].isspace()
+        at_break = p[-1] in "\n" or p[-1] in CJK_ENDS or p[-1] in CLOSERS or p[-1].isspace()
         assert (len(p) == fit or _glued(nxt) or (at_break and nbytes(p) >= used * 3 / 4)), (p, nxt)
 
 
