@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.task import Clock
 
@@ -76,6 +76,7 @@ def test_forget_lets_a_retry_through() -> None:
     assert not d.seen("a")
 
 
+@settings(deadline=None)
 @given(st.lists(st.tuples(st.text(max_size=3), st.floats(min_value=0, max_value=TTL / 4)), max_size=60))
 def test_a_repeat_within_the_ttl_is_always_caught(events: list[tuple[str, float]]) -> None:
     c = clock_at()

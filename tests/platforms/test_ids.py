@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from libchat.doors.platforms import ids
@@ -23,6 +23,7 @@ def test_a_part_that_does_not_fit_is_h_and_32_hex_of_its_sha1() -> None:
     assert ids.safe_part("-x").startswith("h")
 
 
+@settings(deadline=None)
 @given(st.text(max_size=80), st.text(max_size=200), st.text(max_size=200))
 def test_any_parts_give_a_valid_deterministic_dialog_id(app: str, a: str, b: str) -> None:
     for dialog in (ids.wecom_dialog(app, a), ids.lark_dialog(app, a, b), ids.lark_dialog(app, a)):
@@ -31,6 +32,7 @@ def test_any_parts_give_a_valid_deterministic_dialog_id(app: str, a: str, b: str
     assert 1 <= len(ids.lark_user(a)) <= 256
 
 
+@settings(deadline=None)
 @given(st.text(min_size=1, max_size=40), st.text(min_size=1, max_size=40))
 def test_different_senders_never_share_a_dialog(a: str, b: str) -> None:
     if a != b:
