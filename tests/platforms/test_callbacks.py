@@ -47,6 +47,12 @@ def test_url_verification_answers_the_echostr_exactly() -> None:
     assert (a.status, a.body, a.inbound) == (200, b"5927782489442352469", None)
 
 
+def test_query_in_twisted_request_args_form() -> None:
+    args = {b"msg_signature": [URL_SIG.encode()], b"timestamp": [b"1411443780"],
+            b"nonce": [b"437374425"], b"echostr": [ECHOSTR.encode()]}
+    assert wecom_callback(WECOM, "GET", args, b"").body == b"5927782489442352469"
+
+
 def test_url_verification_bad_signature_or_missing_parts() -> None:
     q = {"msg_signature": URL_SIG, "timestamp": "1411443780", "nonce": "437374424", "echostr": ECHOSTR}
     assert wecom_callback(WECOM, "GET", q, b"").status == 403

@@ -38,8 +38,10 @@ def _refused(e: CallbackRejected) -> Answer:
     return Answer(e.status, f"{e.status}\n".encode(), TEXT, None, f"{type(e).__name__}: {e}")
 
 
-def _one(query: Mapping[str, Any], key: str) -> str | None:
-    value = query.get(key)
+def _one(query: Mapping[Any, Any], key: str) -> str | None:
+    """The first value of ``key``; keys and values may be str or bytes (as in
+    Twisted's ``request.args``)."""
+    value = query.get(key, query.get(key.encode()))
     if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
         value = value[0] if value else None
     if isinstance(value, bytes):
@@ -50,7 +52,7 @@ def _one(query: Mapping[str, Any], key: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def wecom_callback(app: WeComApp, method: str, query: Mapping[str, Any], body: bytes,
+def wecom_callback(app: WeComApp, method: str, query: Mapping[Any, Any], body: bytes,
                    max_body: int = wecom_xml.MAX_BODY) -> Answer:
     """``GET`` URL verification or ``POST`` message for one WeCom app (query
     values already URL-decoded, a str or a list of them)."""
