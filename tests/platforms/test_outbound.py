@@ -13,6 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from libchat.doors.platforms import outbound as ob
 from libchat.doors.platforms.textsplit import split_lark, split_wecom
+from libchat.doors.platforms.tokens import TokenCache
 
 from .fakes.lark import FakeLark
 from .fakes.wecom import FakeWeCom
@@ -109,6 +110,29 @@ class AcceptedByTheFakes(SynchronousTestCase):
         self.wecom.expire_tokens()
         assert self.wecom_send(token, ob.wecom_text("u", 7, "x")) == ob.REFRESH_TOKEN
         assert self.wecom_send(self.wecom_token(), ob.wecom_text("u", 7, "x")) == ob.OK
+
+    def test_token_cached_across_sends_and_refetched_after_42001(self) -> None:
+        cache = TokenCache(self.clock)
+
+        def send(msg: dict[str, Any]) -> str:
+            token = cache.current()
+            if token is None:
+                token = self.wecom_token()
+                cache.store(token, 7200)
+            outcome = self.wecom_send(token, msg)
+            if outcome == ob.REFRESH_TOKEN:  # refetch, then retry the send once
+                cache.invalidate(token)
+                token = self.wecom_token()
+                cache.store(token, 7200)
+                outcome = self.wecom_send(token, msg)
+            return outcome
+
+        assert [send(ob.wecom_text("u", 7, f"m{i}")) for i in range(3)] == [ob.OK] * 3
+        assert len(self.wecom.script.to("gettoken")) == 1
+        self.wecom.expire_tokens()
+        assert send(ob.wecom_text("u", 7, "after")) == ob.OK
+        assert len(self.wecom.script.to("gettoken")) == 2
+        assert self.wecom.texts() == ["m0", "m1", "m2", "after"]
 
     def lark_token(self) -> str:
         _, raw = self.answer(self.l, self.l.post(
