@@ -53,6 +53,13 @@ def test_query_in_twisted_request_args_form() -> None:
     assert wecom_callback(WECOM, "GET", args, b"").body == b"5927782489442352469"
 
 
+def test_echostr_whose_plus_signs_were_decoded_to_spaces_still_verifies() -> None:
+    assert "+" in ECHOSTR
+    a = wecom_callback(WECOM, "GET", {"msg_signature": URL_SIG, "timestamp": "1411443780",
+                                      "nonce": "437374425", "echostr": ECHOSTR.replace("+", " ")}, b"")
+    assert (a.status, a.body) == (200, b"5927782489442352469")
+
+
 def test_url_verification_bad_signature_or_missing_parts() -> None:
     q = {"msg_signature": URL_SIG, "timestamp": "1411443780", "nonce": "437374424", "echostr": ECHOSTR}
     assert wecom_callback(WECOM, "GET", q, b"").status == 403

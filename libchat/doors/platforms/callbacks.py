@@ -65,6 +65,8 @@ def wecom_callback(app: WeComApp, method: str, query: Mapping[Any, Any], body: b
                 raise BadSignature("msg_signature, timestamp and nonce are required")
             if echostr is None:
                 raise BadPayload("echostr is required")
+            # base64 has no spaces: a "+" a proxy left unescaped was decoded to " "
+            echostr = echostr.replace(" ", "+")
             plain = crypto.verify_url(sig or "", ts or "", nonce or "", echostr or "")
             return Answer(200, plain.encode("utf-8"), TEXT)
         if method != "POST":
