@@ -23,9 +23,10 @@ from libchat.doors.frame import FrontFactory
 from libchat.core.library import ProgramLibrary
 from libchat.doors.memory_api import MemoryAPI
 from libchat.runtimes.pool import WarmPool
-from libchat.runtimes.node.reaper import RunDir, Watchdog
+from libchat.runtimes.node.reaper import MAX_RUNTIME_BASE, RunDir, Watchdog
 from libchat.core.router import Router
-from libchat.runtimes.node.runner import MAX_RUNTIME_BASE, NodeRuntime
+from libchat.runtimes.node.runner import NodeRuntime
+from libchat.runtimes.switch import RuntimeSwitch
 from libchat.storage.store import JsonFileStore
 from libchat.doors.web import app as web
 from libchat.doors.web.auth import MIN_SECRET, read_secret
@@ -254,30 +255,30 @@ def makeService(options: Options, reactor: Any = None) -> LibchatService:
                              now=reactor.seconds)
     api_endpoint = endpoints.serverFromString(reactor, options["api"])
 
-    def api_port() -> int:
-        port = api.port
-        return getattr(port.getHost(), "port", 0) if port is not None else 0
+    def api_address() -> Any:  # the memory API as bound (TCP host/port, or a UNIX path)
+        return api.port.getHost() if api.port is not None else None
 
     run = RunDir.prepare(options["runtime-dir"])  # also removes what dead runs left
     runtime = NodeRuntime(
-        reactor, library, api_port=api_port, node=options["node"],
+        reactor, library, api_address=api_address, node=options["node"],
         runtime_base=options["runtime-dir"], base_env=run.env(), make_dir=run.create,
         magic=options["magic"], max_frame=options["max-frame"],
         start_timeout=options["start-timeout"], kill_grace=options["kill-grace"],
         spawn_concurrency=options["spawn-concurrency"],
     )
+    # the warm pool (libchat/runtimes/pool.py) wraps the Node runtime; it
+    # starts filling once the service runs (never before twistd daemonizes),
+    # and counts against --max-programs
+    pool = WarmPool(runtime, library, reactor, default_size=options["warm"],
+                    max_instances=options["max-programs"])
     router = Router(
-        reactor, library, runtime, store,
+        reactor, library, RuntimeSwitch(library, {"node": pool}), store,
         idle_timeout=options["idle-timeout"], max_programs=options["max-programs"],
         kill_grace=options["kill-grace"], background_limit=options["background-limit"],
     )
     top = LibchatService(router, store, runtime)
     top.watchdog = Watchdog(reactor, run, options["kill-grace"])
-    # the warm pool (libchat/pool.py) starts filling once the service runs
-    # (never before twistd daemonizes), and counts against --max-programs
-    runtime.pool = WarmPool(runtime, library, reactor, default_size=options["warm"],
-                            max_instances=options["max-programs"])
-    runtime.pool.setServiceParent(top)
+    pool.setServiceParent(top)
     api = ListeningService("api", api_endpoint, MemoryAPI(router, store, reactor.seconds).site())
     api.setServiceParent(top)
     front_factory = FrontFactory(router, magic=options["magic"], max_frame=options["max-frame"],

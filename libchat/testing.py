@@ -79,6 +79,9 @@ class FakeInstance:
         self.owner.instanceConnected(self)
 
     def say(self, event: dict[str, Any]) -> None:
+        if self.runtime.paused:
+            self.runtime.held.append((self, event))
+            return
         self.owner.instanceEvent(self, event)
 
     def exit(self, detail: str = "exit code 0") -> None:
@@ -95,11 +98,16 @@ class FakeInstance:
 @implementer(IRuntime)
 class FakeRuntime:
     """Starts :class:`FakeInstance` objects. With ``auto_exit`` an instance
-    exits as soon as it is stopped (a well-behaved program)."""
+    exits as soon as it is stopped (a well-behaved program). ``paused`` is the
+    flow-control state; ``flow`` records each pauseEvents/resumeEvents call
+    ("pause", "resume"), and while paused a ``say()`` is held back and
+    delivered at resume, in order (a runtime that buffers, bounded by the test)."""
 
     def __init__(self, auto_exit: bool = True) -> None:
         self.auto_exit = auto_exit
         self.paused = False
+        self.flow: list[str] = []
+        self.held: list[tuple[FakeInstance, dict[str, Any]]] = []
         self.started: list[FakeInstance] = []
         self.live: list[FakeInstance] = []
         self._n = itertools.count(1)
@@ -115,10 +123,16 @@ class FakeRuntime:
         return True
 
     def pauseEvents(self) -> None:
+        self.flow.append("pause")
         self.paused = True
 
     def resumeEvents(self) -> None:
+        self.flow.append("resume")
         self.paused = False
+        held, self.held = self.held, []
+        for instance, event in held:
+            if not instance.gone:
+                instance.owner.instanceEvent(instance, event)
 
     def stopAll(self) -> "defer.Deferred[Any]":
         return defer.DeferredList([i.stop() for i in list(self.live)])

@@ -2,7 +2,9 @@
 
 A program is ``<dir>/<name>/<name>.js`` with ``name`` a valid intent. Its
 optional ``package.json`` may carry ``{"libchat": {"keywords": [...],
-"patterns": [...], "warm": N, "description": "..."}}``. Resolution order:
+"patterns": [...], "warm": N, "description": "...", "runtime": "node"}}``
+(``runtime``: which runtime starts it, default ``node``; a library told its
+runtimes' names logs and skips a program naming another). Resolution order:
 explicit intent, ``/name`` command prefix, patterns, keywords; programs are
 tried in name order so the answer never depends on directory listing order.
 """
@@ -19,6 +21,7 @@ from twisted.logger import Logger
 
 from libchat.protocol.events import valid_intent
 
+DEFAULT_RUNTIME = "node"
 COMMAND = re.compile(r"/([a-z0-9][a-z0-9_-]{0,63})(?=\s|$)")
 
 
@@ -31,6 +34,7 @@ class Program:
     keywords: tuple[str, ...] = ()
     patterns: tuple[re.Pattern[str], ...] = ()
     warm: int | None = None
+    runtime: str = DEFAULT_RUNTIME
 
 
 def read_program(directory: Path, log: Logger) -> Program | None:
@@ -58,6 +62,11 @@ def read_program(directory: Path, log: Logger) -> Program | None:
             log.error("program {program}: ignoring bad pattern {pattern!r}: {error}",
                       program=name, pattern=source, error=str(e))
     warm = rules.get("warm")
+    runtime = rules.get("runtime", DEFAULT_RUNTIME)
+    if not isinstance(runtime, str) or not runtime:
+        log.error("program {program}: ignoring it: \"runtime\" must be a name, not {value!r}",
+                  program=name, value=runtime)
+        return None
     return Program(
         name=name,
         directory=directory.resolve(),
@@ -67,6 +76,7 @@ def read_program(directory: Path, log: Logger) -> Program | None:
         patterns=tuple(patterns),
         warm=int(warm) if isinstance(warm, int) and not isinstance(warm, bool) and warm >= 0
         else None,
+        runtime=runtime,
     )
 
 
@@ -86,6 +96,24 @@ class ProgramLibrary:
         self._rescan = rescan
         self._scanned_at: float | None = None
         self._programs: dict[str, Program] = {}
+        self._runtimes: frozenset[str] | None = None  # None: any
+        self._refused: set[tuple[str, str]] = set()
+
+    def accept_runtimes(self, names: Any) -> None:
+        """Only list programs whose runtime is one of ``names`` (set by the
+        runtime switch); the others are logged once and never chosen."""
+        self._runtimes = frozenset(names)
+        self._scanned_at = None
+
+    def _accepted(self, program: Program) -> bool:
+        if self._runtimes is None or program.runtime in self._runtimes:
+            return True
+        if (program.name, program.runtime) not in self._refused:
+            self._refused.add((program.name, program.runtime))
+            self.log.error("program {program}: unknown runtime {runtime!r} (known: {known}); "
+                           "it is not served", program=program.name, runtime=program.runtime,
+                           known=", ".join(sorted(self._runtimes)))
+        return False
 
     def scan(self) -> dict[str, Program]:
         found: dict[str, Program] = {}
@@ -95,7 +123,7 @@ class ProgramLibrary:
             for child in sorted(base.iterdir()):
                 if child.name not in found and child.is_dir():
                     program = read_program(child, self.log)
-                    if program is not None:
+                    if program is not None and self._accepted(program):
                         found[program.name] = program
         found = dict(sorted(found.items()))
         if set(found) != set(self._programs):

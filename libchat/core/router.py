@@ -180,9 +180,7 @@ class Router:
         if self._congested and self._pending_total() <= self.pending_high // 2:
             self._congested = False
             self.log.info("pending replies drained; programs may send again")
-            resume = getattr(self.runtime, "resume_reading", None)  # optional in IRuntime
-            if resume is not None:
-                resume()
+            self.runtime.resumeEvents()
 
     def _pending_total(self) -> int:
         return sum(len(q) for q in self._pending.values())
@@ -221,9 +219,7 @@ class Router:
             self._congested = True
             self.log.warn("{count} replies wait for an upstream; pausing programs",
                           count=self._pending_total())
-            pause = getattr(self.runtime, "pause_reading", None)
-            if pause is not None:
-                pause()
+            self.runtime.pauseEvents()
 
     # -- dialogs -----------------------------------------------------------
 

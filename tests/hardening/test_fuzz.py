@@ -104,3 +104,17 @@ def test_memory_api_answers_every_body_with_json_and_no_5xx(
     status = memory_request(api, store, body, {"Authorization": auth, "Content-Type": ctype})
     if status != 200:
         assert not store._memory, "a refused request wrote something"
+
+
+def test_the_fuzz_owner_is_a_declared_channel_owner() -> None:
+    """The program-socket harness drives ProgramConnection through the same
+    IChannelOwner interface NodeInstance implements (no hidden interface)."""
+    from zope.interface.verify import verifyObject
+
+    from libchat.runtimes.node.program_io import IChannelOwner
+    from libchat.runtimes.node.runner import NodeInstance
+
+    from .fuzzing import RecordingOwner
+
+    assert verifyObject(IChannelOwner, RecordingOwner())
+    assert IChannelOwner.implementedBy(NodeInstance)
