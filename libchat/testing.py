@@ -58,7 +58,9 @@ class FakeInstance:
         self._waiters: list[defer.Deferred[None]] = []
 
     def send(self, event: dict[str, Any]) -> None:
-        assert not self.gone, "sent to a gone instance"
+        if self.gone:  # IInstance: dropped, never raises; kept for tests to check
+            self.runtime.late.append((self, event))
+            return
         self.sent.append(event)
 
     def stop(self, drain: float = 0.0) -> "defer.Deferred[None]":
@@ -108,6 +110,7 @@ class FakeRuntime:
         self.paused = False
         self.flow: list[str] = []
         self.held: list[tuple[FakeInstance, dict[str, Any]]] = []
+        self.late: list[tuple[FakeInstance, dict[str, Any]]] = []  # sent to gone instances
         self.started: list[FakeInstance] = []
         self.live: list[FakeInstance] = []
         self._n = itertools.count(1)

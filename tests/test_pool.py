@@ -270,7 +270,7 @@ def test_start_without_an_idle_instance_delegates_to_the_inner_runtime(
         tmp_path: Path, clock: Clock) -> None:
     pool, runtime = make_pool(tmp_path, clock, default=0, echo=None)
     owner = Owner()
-    got = pool.start("echo", "d1", "u1", owner)  # type: ignore[arg-type]
+    got: Any = pool.start("echo", "d1", "u1", owner)  # type: ignore[arg-type]
     assert runtime.cold == [got]
     assert (got.dialog_id, got.user_id, got.owner) == ("d1", "u1", owner)
 

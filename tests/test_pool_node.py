@@ -192,7 +192,8 @@ def test_twistd_options_wire_the_pool_and_the_spawn_limit(tmp_path: Path) -> Any
     from .serving import Server as TapServer
     from .serving import message
 
-    s = TapServer(tmp_path, "--warm", "1", "--spawn-concurrency", "2")
+    s = TapServer(tmp_path, "--warm", "1", "--spawn-concurrency", "2",
+                  "--web", "tcp:0:interface=127.0.0.1")
     s.start()
     try:
         runtime = s.service.runtime

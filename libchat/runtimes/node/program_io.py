@@ -156,8 +156,13 @@ class ProgramChannel:
     """One instance's socket, from listening to closing."""
 
     def __init__(self, owner: IChannelOwner, path: Path, magic: int, max_frame: int,
-                 max_backlog: int) -> None:
+                 max_backlog: int,
+                 closing: "set[defer.Deferred[Any]] | None" = None) -> None:
         self.owner = owner
+        # ports still closing (Twisted unlinks the socket file a turn after
+        # stopListening): the runtime waits for them before removing the
+        # run directory
+        self.closing: set[defer.Deferred[Any]] = set() if closing is None else closing
         self.path = path
         self.magic = magic
         self.max_frame = max_frame
@@ -235,7 +240,10 @@ class ProgramChannel:
     def _close_port(self) -> None:
         if self._port is not None:
             port, self._port = self._port, None
-            port.stopListening()
+            d = defer.maybeDeferred(port.stopListening)
+            d.addErrback(lambda f: f.trap(FileNotFoundError))  # the directory went first
+            self.closing.add(d)
+            d.addBoth(lambda _: self.closing.discard(d))
 
 
 class ChildProtocol(ProcessProtocol):

@@ -26,13 +26,15 @@ from zope.interface import implementer
 from libchat.core.library import ProgramLibrary
 from libchat.interfaces import IInstanceOwner
 from libchat.protocol.wire import DEFAULT_MAX_FRAME, MAGIC, encode_event
-from libchat.runtimes.node.command import ApiAddress, NodeCommand
+from libchat.runtimes.node.command import NODE_SDK_DIR, ApiAddress, NodeCommand
 from libchat.runtimes.node.process import Supervisor, exit_detail
 from libchat.runtimes.node.program_io import (ChildProtocol, IChannelOwner, ProgramChannel,
                                               ProgramConnection, pgid)
 from libchat.runtimes.node.reaper import make_runtime_dir
 from libchat.runtimes.spawning import SpawnGate
 from libchat.runtimes.warmable import InstanceState, IWarmableRuntime, IWarmInstance
+
+__all__ = ["NODE_SDK_DIR", "NodeInstance", "NodeRuntime"]
 
 DRAIN_AT_EXIT = 1.0  # seconds to read what an exited program left in its socket
 
@@ -56,7 +58,7 @@ class NodeInstance:
         self.stopping = False
         self.socket_path = runtime.runtime_dir / f"{instance_id}.sock"
         self.channel = ProgramChannel(self, self.socket_path, runtime.magic, runtime.max_frame,
-                                      runtime.max_backlog)
+                                      runtime.max_backlog, runtime.ports_closing)
         self.process = Supervisor(runtime.reactor, runtime.kill_grace, self._sigkill)
         self._timers: list[IDelayedCall] = []
         self._ever_connected = False
@@ -274,6 +276,7 @@ class NodeRuntime:
         # the largest size always fits
         self.max_backlog = max_backlog if max_backlog is not None else max_frame + 1024 * 1024
         self.events_paused = False
+        self.ports_closing: set[defer.Deferred[Any]] = set()
         self._make_dir = make_dir
         self.gate = SpawnGate(reactor, spawn_concurrency)
 
@@ -334,9 +337,12 @@ class NodeRuntime:
             instance.channel.reading(not paused)
 
     def stopAll(self) -> "defer.Deferred[Any]":
+        """Stop every instance; the run directory is removed once their
+        sockets are closed (so Twisted's unlink finds them)."""
         self.gate.close()
-        stops = [i.stop() for i in list(self._live.values())]
-        d = defer.DeferredList(stops, consumeErrors=True)
+        d = defer.DeferredList([i.stop() for i in list(self._live.values())],
+                               consumeErrors=True)
+        d.addBoth(lambda _: defer.DeferredList(list(self.ports_closing), consumeErrors=True))
         d.addBoth(lambda _: self._cleanup())
         return d
 
