@@ -94,6 +94,8 @@ class Policy:
             self._bind(dialog, instance, counted)
         if not recorded:
             seq = self._transcript.user_message(dialog.record, event)
+        else:
+            self.store.changed(dialog.record)  # its binding, if it got one
         dialog.last_user = event
         self._bindings.arm_idle(dialog)
         fg = dialog.foreground
