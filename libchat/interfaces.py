@@ -129,7 +129,16 @@ class IRouter(Interface):
 
 
 class IRouterStats(Interface):
-    """Read at scrape time by the metrics door; never on the per-message path."""
+    """Read at scrape time by the metrics door; never on the per-message path
+    (except the two observer lists, which must stay cheap)."""
+
+    observers = Attribute(
+        "list of callables (direction, event): called with ('in', event) for "
+        "every event received from an upstream and ('out', event) for every "
+        "event delivered or kept for one (counters, latencies).")
+    instance_observers = Attribute(
+        "list of callables (what, program, detail): ('start', program, None), "
+        "('connected', program, seconds since start), ('stop', program, reason).")
 
     def live_dialogs() -> int:
         """Dialogs that have a foreground instance now."""

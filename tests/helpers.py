@@ -79,7 +79,7 @@ class World:
         make_program(self.programs, "weather", keywords=["weather"], patterns=[r"\bforecast\b"])
         make_program(self.programs, "hello", patterns=[r"^\s*(hello|hi)\b"])
         self.library = ProgramLibrary([self.programs], now=self.clock.seconds)
-        self.runtime = FakeRuntime()
+        self.runtime = router_kw.pop("runtime", None) or FakeRuntime()
         self.store = MemoryStore()
         router_kw.setdefault("idle_timeout", 60)
         router_kw.setdefault("kill_grace", 4)

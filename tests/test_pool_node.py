@@ -65,7 +65,7 @@ class Server:
             "event_type": 1001, "dialog_id": dialog_id, "user_id": "u1",
             "message_id": f"{dialog_id}-m", "intent": program,
             "messages": {"content": content, "attachments": []}})
-        assert answer is None, answer
+        assert answer.ok, answer
         return d.addCallback(lambda e: json.loads(e["messages"]["content"]))
 
     def close(self, dialog_id: str) -> defer.Deferred[dict[str, Any]]:

@@ -7,7 +7,7 @@ can never read another user's values, nor another program's.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 from klein import Klein
 from twisted.internet import defer
@@ -16,9 +16,8 @@ from twisted.web.iweb import IRequest
 from twisted.web.server import Request, Site
 
 from libchat.protocol import codes
-from libchat.interfaces import IStore
+from libchat.interfaces import IRouter, IStore, TokenInfo
 from libchat.jsonc import JSONDecodeError, dumps, loads
-from libchat.core.router import TokenInfo
 
 MAX_BODY = 1024 * 1024
 MAX_KEY = 256
@@ -51,10 +50,6 @@ class BoundedRequest(Request):
             content.truncate()
             return
         super().handleContentChunk(data)
-
-
-class TokenLookup(Protocol):
-    def token_info(self, token: str) -> TokenInfo | None: ...
 
 
 class ApiError(Exception):
@@ -101,8 +96,8 @@ class MemoryAPI:
     app = Klein()
     log = Logger()
 
-    def __init__(self, tokens: TokenLookup, store: IStore, now: Callable[[], float]) -> None:
-        self.tokens = tokens
+    def __init__(self, tokens: IRouter, store: IStore, now: Callable[[], float]) -> None:
+        self.tokens = tokens  # only IRouter.token_info is asked
         self.store = store
         self.now = now
 

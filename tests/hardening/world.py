@@ -24,10 +24,12 @@ class PausableRuntime(FakeRuntime):
         super().__init__()
         self.calls: list[str] = []
 
-    def pause_reading(self) -> None:
+    def pauseEvents(self) -> None:
+        super().pauseEvents()
         self.calls.append("pause")
 
-    def resume_reading(self) -> None:
+    def resumeEvents(self) -> None:
+        super().resumeEvents()
         self.calls.append("resume")
 
 

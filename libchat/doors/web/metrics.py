@@ -1,7 +1,8 @@
 """``GET /metrics``: Prometheus metrics of the whole server.
 
 Counters and histograms are fed by the router's observer hooks; gauges are read
-from the live objects at scrape time, so they can never drift. Each server has
+at scrape time (:class:`~libchat.interfaces.IRouterStats`, the sockets, the
+long-polls), so they can never drift. Each server has
 its own :class:`CollectorRegistry` (no process-global state: tests run many).
 """
 
@@ -14,7 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from libchat.protocol import codes
-from libchat.core.router import Router
+from libchat.interfaces import IRouterStats
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 CHANNELS = ("frame", "web")
@@ -23,7 +24,7 @@ CHANNELS = ("frame", "web")
 class _LiveGauges:
     """A custom collector: reads the router, the sockets and the long-polls."""
 
-    def __init__(self, router: Router, connections: Callable[[], int],
+    def __init__(self, router: IRouterStats, connections: Callable[[], int],
                  users: Callable[[], int], waiting: Callable[[], int]) -> None:
         self.router = router
         self.connections = connections
@@ -59,7 +60,7 @@ class _LiveGauges:
 
 
 class Metrics:
-    def __init__(self, router: Router, now: Callable[[], float], *,
+    def __init__(self, router: IRouterStats, now: Callable[[], float], *,
                  connections: Callable[[], int], users: Callable[[], int],
                  waiting: Callable[[], int]) -> None:
         self.now = now

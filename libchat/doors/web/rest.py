@@ -71,22 +71,23 @@ class ChatAPI:
 
     def _session(self, user_id: str, session_id: str) -> None:
         try:
-            self.gateway.dialog(user_id, session_id)
+            self.gateway.info(user_id, session_id)
         except NotFound:
             raise _not_found(session_id) from None
 
-    def _route(self, event: dict[str, Any]) -> dict[str, Any]:
+    def _route(self, event: dict[str, Any]) -> tuple[dict[str, Any], int | None]:
         """Validate and route a 1001/1002 like any front door; returns the
-        event as routed (with its generated ``message_id``)."""
+        event as routed (with its generated ``message_id``) and its seq."""
         try:
             event = check_upstream(event)
         except BadEvent as e:
             raise ApiError(400, e.code, e.message) from None
-        answer = self.gateway.receive(event)
+        receipt = self.gateway.receive(event)
+        answer = receipt.error
         if answer is not None:
             status = 429 if answer.get("code") == codes.BUSY else 400
             raise ApiError(status, answer["code"], answer["message"])
-        return event
+        return event, receipt.seq
 
     @app.handle_errors(ApiError)
     def _api_error(self, request: IRequest, failure: Any) -> bytes:
@@ -136,10 +137,8 @@ class ChatAPI:
         }
         if "message_id" in body:
             event["message_id"] = body["message_id"]
-        event = self._route(event)
-        return json_response(request, 202, {
-            "message_id": event["message_id"],
-            "seq": self.gateway.find_seq(session_id, event["message_id"])})
+        event, seq = self._route(event)
+        return json_response(request, 202, {"message_id": event["message_id"], "seq": seq})
 
     @app.route("/sessions/<string:session_id>/messages", methods=["GET"])
     @defer.inlineCallbacks

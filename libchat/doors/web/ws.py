@@ -177,7 +177,7 @@ class ChatSocket(WebSocketServerProtocol):
         if event["event_type"] == codes.REPLAY:
             return self._replay(event)
         event["user_id"] = self.user_id  # the identity decides, never the frame
-        answer = self.factory.gateway.receive(check_upstream(event))
+        answer = self.factory.gateway.receive(check_upstream(event)).error
         return [answer] if answer is not None else []
 
     def _replay(self, event: dict[str, Any]) -> list[dict[str, Any]]:
