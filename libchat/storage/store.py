@@ -114,7 +114,8 @@ def snapshot_of(record: DialogRecord) -> dict[str, Any]:
 
 SNAPSHOT_CHUNK = 500  # records copied per reactor turn during a flush
 RECORD_FIELDS = tuple(a.name for a in attrs.fields(DialogRecord))
-HEADER_FIELDS = ("user_id", "created_at", "updated_at", "program", "state", "channel", "seq")
+# a journal "rec" entry carries the whole record but its transcript and memory
+HEADER_FIELDS = tuple(f for f in RECORD_FIELDS if f not in ("dialog_id", "messages", "memory"))
 
 
 @implementer(IStore)
@@ -243,8 +244,9 @@ class JsonFileStore(MemoryStore):
                 dialog_id=dialog_id, user_id=header["user_id"],
                 created_at=header["created_at"], updated_at=header["updated_at"])
         if header["seq"] >= record.seq:  # an older entry never rolls a record back
-            for f in ("updated_at", "program", "state", "channel"):
-                setattr(record, f, header[f])
+            for f in HEADER_FIELDS:
+                if f != "seq" and f in header:  # entries of older versions lack some
+                    setattr(record, f, header[f])
         for m in messages:
             if int(m["seq"]) > record.seq:
                 record.messages.append(m)

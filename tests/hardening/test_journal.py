@@ -239,3 +239,26 @@ def test_a_chunked_snapshot_loses_no_change_made_between_chunks(tmp_path: Path) 
     for r in (records[0], records[-1]):
         back = again.get(r.dialog_id)
         assert back is not None and [m["message_id"] for m in back.messages] == ["late"]
+
+
+def test_every_record_field_survives_a_crash_before_any_snapshot(tmp_path: Path) -> None:
+    """A REST session's pinned intent (and every other field of the record)
+    is back after kill -9, from the journal alone: the header a ``rec`` entry
+    carries must be the whole record but its transcript and memory."""
+    import attrs
+
+    store = JsonFileStore(tmp_path)
+    store.load()
+    record = DialogRecord(dialog_id="s1", user_id="u1", created_at=1.5, updated_at=2.5,
+                          program="memo", state=FOREGROUND, channel="rest", intent="echo")
+    store.add(record)
+    record.append({"event_type": 1001, "message_id": "m1", "messages": {}, "at": 3.0}, 3.0)
+    store.changed(record)
+    store.memory_set("u1", "memo", "k", "v", "s1", 4.0)
+    assert not list(tmp_path.glob("*.json")), "no snapshot was meant to be written"
+
+    back = reopen(tmp_path).get("s1")
+    assert back is not None
+    for field in attrs.fields(DialogRecord):
+        assert getattr(back, field.name) == getattr(record, field.name), field.name
+    assert back.intent == "echo"  # the field the header used to leave out
