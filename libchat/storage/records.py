@@ -55,3 +55,7 @@ class DialogRecord:
         if record.messages:
             record.seq = max(record.seq, int(record.messages[-1].get("seq", 0)))
         return record
+
+
+# every field, in declaration order (what a snapshot copies)
+RECORD_FIELDS = tuple(a.name for a in attrs.fields(DialogRecord))
