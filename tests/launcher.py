@@ -364,6 +364,27 @@ class Libchat(Process):
                   and "starting up" in line]
         return starts[-1] if starts else 0
 
+    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        """One scrape of ``/metrics``: {(sample name, sorted labels): value}."""
+        import urllib.request
+
+        from prometheus_client.parser import text_string_to_metric_families
+
+        with urllib.request.urlopen(self.url("/metrics"), timeout=10) as response:
+            text = response.read().decode()
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(text) for s in family.samples}
+
+    def wait_metric(self, name: str, labels: dict[str, str] | None = None,
+                    at_least: float = 1.0, timeout: float = 10.0) -> float:
+        """Wait (bounded) until a sample of ``/metrics`` reaches ``at_least``: a
+        state of the server, where a log line's text would be a detail."""
+        key = (name, tuple(sorted((labels or {}).items())))
+        def reached() -> list[float]:
+            value = self.metrics().get(key, 0.0)
+            return [value] if value >= at_least else []
+        return wait_until(reached, timeout, f"{name}{labels or ''} >= {at_least}")[0]
+
     def bad_lines(self) -> list[str]:
         """Log lines a healthy server never writes (tracebacks, critical)."""
         with self._cond:
