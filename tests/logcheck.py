@@ -12,9 +12,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.logger import ILogObserver, LogLevel, formatEvent, globalLogPublisher
+from zope.interface import implementer
 
 
+@implementer(ILogObserver)
 class LogCapture:
     """A log observer keeping every event, and the texts a test allows.
 

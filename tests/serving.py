@@ -39,7 +39,9 @@ class Server:
         return self
 
     def port(self, role: str) -> int:
-        return self.service.listening(role)[0].port.getHost().port
+        port = self.service.listening(role)[0].port
+        assert port is not None, f"{role} is not listening"
+        return int(port.getHost().port)  # type: ignore[attr-defined] # a TCP address
 
     @defer.inlineCallbacks
     def client(self) -> Any:

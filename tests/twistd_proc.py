@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer, error, reactor
+from twisted.internet.interfaces import IReactorFromThreads
 
 from .launcher import LISTENING, READY, TWISTD as _TWISTD, Process
 
 TWISTD = str(_TWISTD)
+_threads: IReactorFromThreads = reactor  # type: ignore[assignment]
 
 
 class Twistd:
@@ -54,8 +56,8 @@ class Twistd:
 def start(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> Twistd:
     proto = Twistd()
     proc = Process([TWISTD, *args], cwd=cwd, env=dict(os.environ if env is None else env),
-                   on_line=lambda line: reactor.callFromThread(proto.lineReceived, line),
-                   on_exit=lambda code: reactor.callFromThread(proto.processEnded, code))
+                   on_line=lambda line: _threads.callFromThread(proto.lineReceived, line),
+                   on_exit=lambda code: _threads.callFromThread(proto.processEnded, code))
     proto.process = proc.spawn()
     proto.pid = proc.pid
     return proto

@@ -209,13 +209,12 @@ class Soak:
                 e = self.conn.recv(max(0.05, deadline - time.monotonic()))
             except TimeoutError:
                 break
-            d = self.handle(e)
+            self.handle(e)
             waiting = self.dialogs.get(e.get("dialog_id", ""))
             if e["event_type"] == 2002 and waiting is not None and waiting.waiting:
                 # the old server is gone: no reply can follow this 2002
                 self.counts["in flight at the crash, answered by a 2002"] += 1
                 waiting.waiting = waiting.ended = None
-            del d
         for d in self.dialogs.values():
             if d.waiting is not None:
                 d.lost.append(d.waiting[0])
