@@ -178,10 +178,6 @@ def test_no_import_cycle_in_libchat_besides_the_runtime_one() -> None:
     assert not other, _report(other)
 
 
-@pytest.mark.xfail(strict=True, reason="known cycle runtimes/node/runner <-> runtimes/pool "
-                   "<-> runtimes/node/program_io (issue 8: the pool becomes a wrapping "
-                   "IRuntime, program_io talks to an owner interface); drop this mark when "
-                   "it is gone")
 def test_no_import_cycle_in_libchat() -> None:
     found = cycles(graph())
     assert not found, _report(found)
