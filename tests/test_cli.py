@@ -108,7 +108,7 @@ class Server:
     @defer.inlineCallbacks
     def pending_replies(self) -> Any:
         """What /metrics says waits for a front connection (an operator's view)."""
-        r = yield treq.get(f"http://127.0.0.1:{self.ports['web']}/metrics")
+        r = yield treq.get(f"http://127.0.0.1:{self.ports['web']}/metrics", persistent=False)
         text = yield r.text()
         m = re.search(r'^libchat_pending_events\{channel="frame"\} (\S+)$', text, re.M)
         return float(m.group(1)) if m else None
