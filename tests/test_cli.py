@@ -348,3 +348,10 @@ def test_on_a_terminal_close_is_sent_at_once() -> None:
     c.dataReceived(b"a\n:close\n")
     assert [e["event_type"] for e in sent.events] == [1001, 1002]
     assert clock.getDelayedCalls() == []
+
+
+def test_a_long_pasted_line_is_sent_not_a_reason_to_quit() -> None:
+    c, transport, clock, sent = console()
+    c.dataReceived(b"x" * 100_000 + b"\n")
+    assert not transport.disconnecting
+    assert len(sent.events[0]["messages"]["content"]) == 100_000

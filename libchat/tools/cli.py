@@ -32,7 +32,7 @@ from twisted.protocols.basic import LineReceiver
 from zope.interface import implementer
 
 from libchat.protocol import codes
-from libchat.protocol.wire import MAGIC
+from libchat.protocol.wire import DEFAULT_MAX_FRAME, MAGIC
 from libchat.tools.client import FrameClient, connect
 
 PROMPT = "> "
@@ -135,6 +135,7 @@ class Console(LineReceiver):
     reads like a person who lets the program answer before closing."""
 
     delimiter = b"\n"
+    MAX_LENGTH = DEFAULT_MAX_FRAME  # a long pasted line is a message, not a reason to quit
 
     def __init__(self, client: FrameClient, session: Session, clock: Any,
                  wait: float, interactive: bool) -> None:
@@ -292,7 +293,7 @@ async def run(reactor: Any, args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="libchat-cli", description=__doc__.splitlines()[0],
+        prog="libchat-cli", description="Chat with a running libchat from a terminal.",
         epilog="Only your own dialogs' events are shown. The '> ' prompt appears when "
                "stdin is a terminal. At end of input (or :quit) the CLI waits up to "
                "--wait seconds for the answers to what it sent.")
