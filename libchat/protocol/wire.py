@@ -150,8 +150,11 @@ class FrameProtocol(Protocol):
             code=error.code,
             message=error.message,
         )
+        if self.transport is None:  # already disconnected: nobody to tell
+            return
         self.sendEvent(codes.error(error.code, error.message))
         self.transport.loseConnection()
 
     def sendEvent(self, event: dict[str, Any]) -> None:
+        assert self.transport is not None, "sendEvent before connectionMade"
         self.transport.write(encode_event(event, self.magic))
