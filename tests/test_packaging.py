@@ -84,3 +84,14 @@ def test_a_hung_test_fails_the_run_instead_of_hanging_it(tmp_path: Path, test: s
     assert done.returncode != 0
     assert "Timeout" in done.stdout + done.stderr, done.stdout[-2000:] + done.stderr[-2000:]
     assert time.monotonic() - started < 60
+
+
+def test_ci_runs_exactly_the_readme_test_command() -> None:
+    """.ci/run must call the README's test command verbatim (CI = what a newcomer types)."""
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    section = readme.split("## Test it", 1)[1]
+    command = next(line.strip() for line in section.splitlines() if line.startswith("    "))
+    ci_lines = [line.strip() for line in (root / ".ci" / "run").read_text().splitlines()
+                if line.strip() and not line.lstrip().startswith("#")]
+    assert ci_lines[-1] == command
