@@ -1,39 +1,50 @@
 """``twistd libchat``: the options of CONTRACT section 7 and the service tree.
 
 This is the only module that knows every piece; everything else receives its
-collaborators (reactor included) through its constructor.
+collaborators (reactor included) through its constructor. The services are
+Twisted's own: listeners are :class:`StreamServerEndpointService` (they listen
+in ``privilegedStartService``, so ``twistd --uid`` can bind a privileged port
+first), the flush is a :class:`TimerService`.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
+from types import TracebackType
 from typing import Any, Callable
 
 from twisted.application import service
+from twisted.application.internet import StreamServerEndpointService, TimerService
 from twisted.internet import defer, endpoints, task, threads
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.internet.protocol import Factory
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python import usage
-from twisted.web.server import Site
 
-from libchat.doors.frame import FrontFactory
+from libchat import config
 from libchat.core.library import ProgramLibrary
-from libchat.doors.memory_api import MemoryAPI
-from libchat.runtimes.pool import WarmPool
-from libchat.runtimes.node.reaper import RunDir, Watchdog
 from libchat.core.router import Router
-from libchat.runtimes.node.runner import MAX_RUNTIME_BASE, NodeRuntime
-from libchat.storage.store import JsonFileStore
+from libchat.doors.frame import FrontFactory
+from libchat.doors.http import bounded_site
+from libchat.doors.memory_api import MAX_BODY, MemoryAPI
 from libchat.doors.web import app as web
 from libchat.doors.web.auth import MIN_SECRET, read_secret
 from libchat.protocol.wire import DEFAULT_MAX_FRAME, MAGIC
+from libchat.runtimes.node.reaper import RunDir, Watchdog
+from libchat.runtimes.node.runner import MAX_RUNTIME_BASE, NodeRuntime
+from libchat.runtimes.pool import WarmPool
+from libchat.storage.store import JsonFileStore
 
 DEFAULT_FRONT = "tcp:8082:interface=127.0.0.1"
 DEFAULT_API = "tcp:8083:interface=127.0.0.1"
 DEFAULT_WEB = "tcp:8080:interface=127.0.0.1"
+
+
+class StartupError(Exception):
+    """libchat cannot start; the message is one line saying what to change."""
 
 
 def _positive(kind: Callable[[str], Any], name: str, minimum: float = 0) -> Callable[[str], Any]:
@@ -66,6 +77,8 @@ class Options(usage.Options):
                 "Node.js tool program. Endpoints are Twisted endpoint strings.")
 
     optParameters = [
+        ["config", None, None, "TOML file of options and tables (docs/configuration.md); "
+         "the command line wins over it."],
         ["api", None, DEFAULT_API, "Memory API endpoint (for programs)."],
         ["programs", None, "./programs", "Program library directory (several: "
          "separate them with ':'; the first holding a name wins)."],
@@ -113,22 +126,116 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["front"] = []
+        self.given: set[str] = set()  # the options named on the command line
+        self.tables: dict[str, Any] = {}  # the config file's tables (libchat.config)
+        # note each option the command line sets, so the config file never
+        # overrides one (usage.Options has no public hook for this)
+        wrapped: set[int] = set()
+        for handler in self._dispatch.values():
+            if isinstance(handler, usage.CoerceParameter) and id(handler) not in wrapped:
+                wrapped.add(id(handler))
+                handler.dispatch = self._noting(handler.dispatch)  # type: ignore[method-assign]
+
+    def _noting(self, dispatch: Callable[[str, str], None]) -> Callable[[str, str], None]:
+        def noted(name: str, value: str) -> None:
+            self.given.add(name)
+            dispatch(name, value)
+        return noted
 
     def opt_front(self, endpoint: str) -> None:
         """Front-service endpoint (repeatable). Default: tcp:8082:interface=127.0.0.1"""
+        self.given.add("front")
         self["front"].append(endpoint)
 
     def postOptions(self) -> None:
+        secret: bytes | None = None
+        if self["config"] is not None:
+            secret = self._apply(config.load(self["config"], top_table()))
         if not self["front"]:
             self["front"] = [DEFAULT_FRONT]
         base = self["runtime-dir"]
         if base is not None and len(os.fsencode(base)) > MAX_RUNTIME_BASE:
             raise usage.UsageError(f"--runtime-dir must be at most {MAX_RUNTIME_BASE} bytes "
                                    "(Unix socket paths are limited to 108)")
+        for directory in self["programs"].split(os.pathsep):
+            check_programs_dir(directory)
         try:
-            self["secret"] = read_secret(self["auth-secret"], self["auth-secret-file"])
+            self["secret"] = secret or read_secret(self["auth-secret"], self["auth-secret-file"])
         except (OSError, ValueError) as e:
             raise usage.UsageError(str(e)) from None
+
+    def _apply(self, found: config.Config) -> bytes | None:
+        """Take the file's values for what the command line left unset; the
+        file's JWT secret (none if the command line names one)."""
+        secret = None
+        for name, value in found.top.items():
+            if name == "auth-secret":
+                if not self.given & {"auth-secret", "auth-secret-file"}:
+                    secret = value.reveal().encode("utf-8")
+            elif name not in self.given:
+                self[name] = value
+        self.tables = found.tables
+        return secret
+
+
+class TwistdOptions(Options):
+    """The options as twistd parses them: a bad value is one line on stderr
+    and exit status 2, not twistd's whole usage text; a :class:`StartupError`
+    later (a busy port) is one line too."""
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            write_line(f"libchat: {e} (see twistd libchat --help)")
+            raise SystemExit(2) from None
+        sys.excepthook = one_line_startup_errors(sys.excepthook)
+
+
+def write_line(line: str) -> None:
+    # twistd redirects sys.stderr into its log once logging begins
+    stream = sys.__stderr__ or sys.stderr
+    stream.write(line + "\n")
+    stream.flush()
+
+
+def one_line_startup_errors(hook: Any) -> Any:
+    def excepthook(kind: type[BaseException], value: BaseException,
+                   tb: TracebackType | None) -> None:
+        if isinstance(value, StartupError):
+            write_line(str(value))
+        else:
+            hook(kind, value, tb)
+    return excepthook
+
+
+def check_programs_dir(directory: str) -> None:
+    if not os.path.isdir(directory):
+        what = "is not a directory" if os.path.exists(directory) else "does not exist"
+        raise usage.UsageError(f"--programs: {directory} {what}; create it or choose "
+                               "another with --programs")
+    if not os.access(directory, os.R_OK | os.X_OK):
+        raise usage.UsageError(f"--programs: cannot read {directory} (permission denied); "
+                               "fix its permissions or choose another with --programs")
+
+
+def top_table() -> config.Table:
+    """The config file's top level: every option under its long name."""
+    keys = [config.Key("front", kind=(list, str), items=str,
+                       coerce=lambda v: [v] if isinstance(v, str) else list(v),
+                       default=[DEFAULT_FRONT], help="Front-service endpoints.")]
+    for name, _short, default, doc, *coerce in Options.optParameters:
+        if name in ("config", "auth-secret-file"):
+            continue  # auth-secret-file is the secret's _file form below
+        if name == "auth-secret":
+            keys.append(config.Key(name, secret=True, help=doc))
+            continue
+        kind: Any = ((int, str) if name == "magic" else float if isinstance(default, float)
+                     else int if isinstance(default, int) else str)
+        check = coerce[0] if coerce else None
+        keys.append(config.Key(name, kind=kind, default=default, help=doc,
+                               coerce=(lambda v, c=check: c(str(v))) if check else None))
+    return config.Table("", keys=tuple(keys))
 
 
 def describe(address: Any) -> str:
@@ -138,46 +245,49 @@ def describe(address: Any) -> str:
     return str(getattr(address, "name", address))
 
 
-class ListeningService(service.Service):
-    """Listens on an endpoint; logs a readiness line naming the bound address.
-
-    A failure to listen raises from ``startService`` so twistd exits at once
-    instead of running without a door.
-    """
+class Listener(StreamServerEndpointService):
+    """A listening door: logs a readiness line naming the bound address, and
+    turns a failure to listen into one :class:`StartupError` line naming the
+    option to change (so twistd exits at once instead of running without a door)."""
 
     log = Logger()
+    _raiseSynchronously = True
 
-    def __init__(self, role: str, endpoint: IStreamServerEndpoint, factory: Factory) -> None:
-        self.role = role
-        self.endpoint = endpoint
-        self.factory = factory
+    def __init__(self, role: str, option: str, description: str,
+                 endpoint: IStreamServerEndpoint, factory: Factory) -> None:
+        super().__init__(endpoint, factory)
+        self.role, self.option, self.description = role, option, description
         self.port: IListeningPort | None = None
-        self.ready: defer.Deferred[IListeningPort] = defer.Deferred()
 
-    def startService(self) -> None:
-        super().startService()
-        failures: list[Any] = []
-        d = self.endpoint.listen(self.factory)
-        d.addCallbacks(self._listening, failures.append)
-        if failures:
-            self.ready.errback(failures[0])
-            failures[0].raiseException()
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except CannotListenError as e:
+            reason = getattr(e.socketError, "strerror", None) or str(e.socketError)
+            raise self._refuse(reason.lower()) from None
+        except Exception as e:  # noqa: BLE001 - any endpoint may fail its own way
+            raise self._refuse(str(e) or type(e).__name__) from None
+        assert self._waitingForPort is not None
+        self._waitingForPort.addCallback(self._listening)
 
-    def _listening(self, port: IListeningPort) -> None:
+    def _refuse(self, reason: str) -> StartupError:
+        line = (f"libchat: cannot listen on {self.description} for --{self.option}: "
+                f"{reason}; choose another with --{self.option}")
+        self.log.critical("{line}", line=line)
+        return StartupError(line)
+
+    def _listening(self, port: IListeningPort) -> IListeningPort:
         self.port = port
         self.log.info("libchat {role} listening on {address}", role=self.role,
                       address=describe(port.getHost()))
-        self.ready.callback(port)
+        return port
 
-    def stopService(self) -> "defer.Deferred[Any] | None":
-        super().stopService()
-        if self.port is not None:
-            port, self.port = self.port, None
-            return defer.maybeDeferred(port.stopListening)
-        return None
+    def stopService(self) -> "defer.Deferred[None]":
+        self.port = None
+        return super().stopService()
 
 
-class FlushService(service.Service):
+class FlushService(TimerService):
     """Writes changed dialogs every interval, and once more at stop.
 
     A LoopingCall stops forever when its callable fails, so failures are
@@ -187,30 +297,25 @@ class FlushService(service.Service):
     log = Logger()
 
     def __init__(self, store: JsonFileStore, interval: float, clock: Any) -> None:
+        super().__init__(interval, self._flush)
         self.store = store
-        self.loop = LoopingCall(self._flush)
-        self.loop.clock = clock
-        self.interval = interval
+        self.clock = clock
 
     def _flush(self) -> "defer.Deferred[Any]":
-        d = self.store.flush()
+        d = defer.maybeDeferred(self.store.flush)
         d.addErrback(lambda f: self.log.failure("flushing dialogs failed", f))
         return d
 
-    def startService(self) -> None:
-        super().startService()
-        self.loop.start(self.interval, now=False)
-
     def stopService(self) -> "defer.Deferred[Any]":
-        super().stopService()
-        if self.loop.running:
-            self.loop.stop()
-        return self._flush()
+        d = super().stopService()  # waits for a flush under way
+        d.addCallback(lambda _: self._flush())
+        return d
 
 
 class LibchatService(service.MultiService):
-    """The whole server. Starts the router before the doors open; at stop,
-    closes the doors, stops every program instance, and flushes."""
+    """The whole server. Starts the router before the doors open. Stops in
+    order: the doors stop listening; the programs stop (their close hooks can
+    still reach the memory API); the memory API stops; the last flush."""
 
     log = Logger()
 
@@ -221,9 +326,9 @@ class LibchatService(service.MultiService):
         self.runtime = runtime
         self.watchdog: Watchdog | None = None  # outlives the programs (libchat.runtimes.node.reaper)
 
-    def listening(self, role: str) -> list["ListeningService"]:
+    def listening(self, role: str) -> list[Listener]:
         """The listening child services of a role ('front', 'api', ...)."""
-        return [s for s in self if isinstance(s, ListeningService) and s.role == role]
+        return [s for s in self if isinstance(s, Listener) and s.role == role]
 
     def startService(self) -> None:
         if self.watchdog is not None:
@@ -232,12 +337,42 @@ class LibchatService(service.MultiService):
         super().startService()
         self.log.info("libchat ready")
 
+    def _stop(self, which: Callable[[service.IService], bool]) -> "defer.Deferred[Any]":
+        children = [s for s in reversed(list(self)) if which(s) and s.running]
+        return defer.DeferredList([defer.maybeDeferred(s.stopService) for s in children],
+                                  consumeErrors=True)
+
     def stopService(self) -> "defer.Deferred[Any]":
-        d = defer.maybeDeferred(super().stopService)
+        service.Service.stopService(self)
+
+        def door(s: Any) -> bool:
+            return isinstance(s, Listener) and s.role != "api"
+
+        def api(s: Any) -> bool:
+            return isinstance(s, Listener) and s.role == "api"
+
+        def programs(s: Any) -> bool:
+            return not isinstance(s, (Listener, FlushService))
+
+        d = self._stop(door)
+        d.addBoth(lambda _: self._stop(programs))
         d.addBoth(lambda _: self.router.stop())
+        d.addErrback(lambda f: self.log.failure("stopping the programs failed", f))
+        d.addBoth(lambda _: self._stop(api))
+        d.addBoth(lambda _: self._stop(lambda s: isinstance(s, FlushService)))
         d.addBoth(lambda _: self.watchdog.stop() if self.watchdog is not None else None)
         d.addBoth(lambda _: self.log.info("libchat stopped"))
         return d
+
+
+def listener(reactor: Any, role: str, option: str, description: str,
+             factory: Factory) -> Listener:
+    try:
+        endpoint = endpoints.serverFromString(reactor, description)
+    except (ValueError, KeyError, TypeError) as e:
+        raise StartupError(f"libchat: --{option} {description!r} is not a Twisted endpoint "
+                           f"({e}); e.g. tcp:8082:interface=127.0.0.1") from None
+    return Listener(role, option, description, endpoint, factory)
 
 
 def makeService(options: Options, reactor: Any = None) -> LibchatService:
@@ -250,9 +385,7 @@ def makeService(options: Options, reactor: Any = None) -> LibchatService:
 
     store = JsonFileStore(Path(options["data"]), run_io=run_io,
                           pause=lambda: task.deferLater(reactor, 0, lambda: None))
-    library = ProgramLibrary([Path(p) for p in options["programs"].split(os.pathsep) if p],
-                             now=reactor.seconds)
-    api_endpoint = endpoints.serverFromString(reactor, options["api"])
+    library = ProgramLibrary([Path(p) for p in options["programs"].split(os.pathsep) if p])
 
     def api_port() -> int:
         port = api.port
@@ -273,24 +406,26 @@ def makeService(options: Options, reactor: Any = None) -> LibchatService:
     )
     top = LibchatService(router, store, runtime)
     top.watchdog = Watchdog(reactor, run, options["kill-grace"])
+    library.rescanner(reactor).setServiceParent(top)  # scans at start, then every 5 s
     # the warm pool (libchat/pool.py) starts filling once the service runs
     # (never before twistd daemonizes), and counts against --max-programs
     runtime.pool = WarmPool(runtime, library, reactor, default_size=options["warm"],
                             max_instances=options["max-programs"])
     runtime.pool.setServiceParent(top)
-    api = ListeningService("api", api_endpoint, MemoryAPI(router, store, reactor.seconds).site())
+    memory = MemoryAPI(router, store, reactor.seconds)
+    api = listener(reactor, "api", "api", options["api"],
+                   bounded_site(memory.app.resource(), MAX_BODY))
     api.setServiceParent(top)
     front_factory = FrontFactory(router, magic=options["magic"], max_frame=options["max-frame"],
                                  frame_timeout=options["frame-timeout"], clock=reactor)
     for description in options["front"]:
-        ListeningService("front", endpoints.serverFromString(reactor, description),
-                         front_factory).setServiceParent(top)
+        listener(reactor, "front", "front", description, front_factory).setServiceParent(top)
     FlushService(store, options["flush-interval"], reactor).setServiceParent(top)
     make_web_service(options, reactor, router).setServiceParent(top)
     return top
 
 
-def make_web_service(options: Options, reactor: Any, router: Router) -> ListeningService:
+def make_web_service(options: Options, reactor: Any, router: Router) -> Listener:
     """The ``--web`` listener (libchat.doors.web)."""
     log = Logger()
     secret = options["secret"]
@@ -305,5 +440,6 @@ def make_web_service(options: Options, reactor: Any, router: Router) -> Listenin
         max_per_user=options["ws-max-per-user"], ping=options["ws-ping"],
         pong=options["ws-pong"])
     site = web.build(router, reactor, settings)
-    return ListeningService("web", endpoints.serverFromString(reactor, options["web"]),
-                            Site(site.resource()))
+    # REST bodies are bounded like frames (libchat.doors.web.rest)
+    return listener(reactor, "web", "web", options["web"],
+                    bounded_site(site.resource(), options["max-frame"]))
