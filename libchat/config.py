@@ -205,7 +205,8 @@ class _Checker:
         if isinstance(value, list) and key.items is not None:
             for item in value:
                 if not _is(item, key.items):
-                    raise self.fail(where, form, f"must be a list of {_describe(key.items)}")
+                    raise self.fail(where, form, "must be a list of "
+                                                 + _PLURALS.get(key.items, key.items.__name__))
         if key.coerce is None:
             return value
         try:
@@ -256,6 +257,7 @@ def _is(value: Any, kind: Any) -> bool:
     return isinstance(value, tuple(k for k in kinds if k is not bool))
 
 
+_PLURALS = {str: "strings", int: "integers", float: "numbers", bool: "booleans"}
 _NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
           list: "a list", dict: "a table"}
 
