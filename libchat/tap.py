@@ -70,10 +70,11 @@ class Listener(StreamServerEndpointService):
         self._waitingForPort.addCallback(self._listening)
 
     def _refuse(self, reason: str) -> StartupError:
-        line = (f"libchat: cannot listen on {self.description} for --{self.option}: "
-                f"{reason}; choose another with --{self.option}")
-        self.log.critical("{line}", line=line)
-        return StartupError(line)
+        self.log.critical("libchat: cannot listen on {description} for --{option}: {reason}; "
+                          "choose another with --{option}", description=self.description,
+                          option=self.option, reason=reason)
+        return StartupError(f"libchat: cannot listen on {self.description} for "
+                            f"--{self.option}: {reason}; choose another with --{self.option}")
 
     def _listening(self, port: IListeningPort) -> IListeningPort:
         self.port = port
