@@ -202,12 +202,18 @@ def check_programs_dir(directory: str) -> None:
                                "fix its permissions or choose another with --programs")
 
 
+def _on_text(coerce: Callable[[str], Any]) -> Callable[[Any], Any]:
+    """A command-line coercion applied to a file value (it takes text)."""
+    return lambda value: coerce(str(value))
+
+
 def top_table() -> config.Table:
     """The config file's top level: every option under its long name."""
     keys = [config.Key("front", kind=(list, str), items=str,
                        coerce=lambda v: [v] if isinstance(v, str) else list(v),
                        default=[DEFAULT_FRONT], help="Front-service endpoints.")]
-    for name, _short, default, doc, *coerce in Options.optParameters:
+    parameters: list[list[Any]] = Options.optParameters  # type: ignore[assignment]
+    for name, _short, default, doc, *coerce in parameters:
         if name in ("config", "auth-secret-file"):
             continue  # auth-secret-file is the secret's _file form below
         if name == "auth-secret":
@@ -215,7 +221,7 @@ def top_table() -> config.Table:
             continue
         kind: Any = ((int, str) if name == "magic" else float if isinstance(default, float)
                      else int if isinstance(default, int) else str)
-        check = coerce[0] if coerce else None
+        check: Callable[[str], Any] | None = coerce[0] if coerce else None
         keys.append(config.Key(name, kind=kind, default=default, help=doc,
-                               coerce=(lambda v, c=check: c(str(v))) if check else None))
+                               coerce=_on_text(check) if check else None))
     return config.Table("", keys=tuple(keys))

@@ -17,8 +17,7 @@ from twisted.application import service
 from twisted.application.internet import StreamServerEndpointService, TimerService
 from twisted.internet import defer, endpoints, task, threads
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
-from twisted.internet.protocol import Factory
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
 from twisted.logger import Logger
 
 from libchat.core.library import ProgramLibrary
@@ -53,7 +52,7 @@ class Listener(StreamServerEndpointService):
     _raiseSynchronously = True
 
     def __init__(self, role: str, option: str, description: str,
-                 endpoint: IStreamServerEndpoint, factory: Factory) -> None:
+                 endpoint: IStreamServerEndpoint, factory: IProtocolFactory) -> None:
         super().__init__(endpoint, factory)
         self.role, self.option, self.description = role, option, description
         self.port: IListeningPort | None = None
@@ -166,7 +165,7 @@ class LibchatService(service.MultiService):
 
 
 def listener(reactor: Any, role: str, option: str, description: str,
-             factory: Factory) -> Listener:
+             factory: IProtocolFactory) -> Listener:
     try:
         endpoint = endpoints.serverFromString(reactor, description)
     except (ValueError, KeyError, TypeError) as e:

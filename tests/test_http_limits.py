@@ -43,11 +43,12 @@ def stalled(port: int, head: bytes, body: bytes = b"") -> Any:
     the server's whole answer once it closes (bounded)."""
     raw = Raw()
     yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), raw)
-    raw.transport.write(head + body)
+    transport: Any = raw.transport
+    transport.write(head + body)
     try:
         answer = yield raw.closed.addTimeout(T, reactor)
     finally:
-        raw.transport.abortConnection()
+        transport.abortConnection()
     return answer
 
 
@@ -104,7 +105,8 @@ def test_a_body_within_the_limit_reaches_the_resource(server: Server) -> Any:
     body = b'{"event_type": 3000}'
     raw = Raw()
     yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", server.port("api")), raw)
-    raw.transport.write(head("/memory", f"Content-Length: {len(body)}\r\nConnection: close\r\n")
+    transport: Any = raw.transport
+    transport.write(head("/memory", f"Content-Length: {len(body)}\r\nConnection: close\r\n")
                         + body)
     answer = yield raw.closed.addTimeout(T, reactor)
     assert answer.startswith(b"HTTP/1.1 401 ")  # read, parsed, refused: it has no token
@@ -119,7 +121,8 @@ class Echo(Resource):
 
 @pytest_twisted.inlineCallbacks
 def test_bounded_site_lets_a_chunked_body_at_the_limit_through_and_cuts_one_past_it() -> Any:
-    port = reactor.listenTCP(0, bounded_site(Echo(), 10), interface="127.0.0.1")
+    port: Any = reactor.listenTCP(0, bounded_site(Echo(), 10),  # type: ignore[arg-type]
+                                  interface="127.0.0.1")
     try:
         ok = yield stalled(port.getHost().port, head(
             "/", "Transfer-Encoding: chunked\r\nConnection: close\r\n"),

@@ -13,7 +13,7 @@ from twisted.application import service
 from twisted.internet import defer, reactor
 from twisted.internet.address import IPv4Address
 from twisted.internet.endpoints import TCP4ServerEndpoint
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Factory, ServerFactory
 from twisted.internet.task import Clock
 
 from libchat.tap import FlushService, LibchatService, Listener, StartupError
@@ -76,7 +76,8 @@ class Recording(service.Service):
 
 
 def listener(role: str, log: list[str]) -> Listener:
-    return Listener(role, role, f"fake:{role}", FakeEndpoint(role, log), Factory())
+    return Listener(role, role, f"fake:{role}", FakeEndpoint(role, log),  # type: ignore[arg-type]
+                    Factory())
 
 
 def test_stop_order_doors_programs_memory_api_then_the_last_flush() -> None:
@@ -115,7 +116,7 @@ def test_listeners_listen_in_privileged_start_service() -> None:
 @pytest_twisted.inlineCallbacks
 def test_a_busy_port_is_one_startup_error_line(logged: Any) -> Any:
     logged.allow("cannot listen on")
-    taken = reactor.listenTCP(0, Factory(), interface="127.0.0.1")
+    taken: Any = reactor.listenTCP(0, ServerFactory(), interface="127.0.0.1")
     port = taken.getHost().port
     busy = Listener("front", "front", f"tcp:{port}:interface=127.0.0.1",
                     TCP4ServerEndpoint(reactor, port, interface="127.0.0.1"), Factory())
@@ -168,7 +169,8 @@ def test_the_last_flush_waits_for_one_under_way() -> None:
     store = FakeStore(log)
     clock = Clock()
     flusher = FlushService(store, 5.0, clock)  # type: ignore[arg-type]
-    store.result = pending = defer.Deferred()
+    pending: defer.Deferred[None] = defer.Deferred()
+    store.result = pending
     flusher.startService()  # the first flush is under way
     store.result = None
     d = flusher.stopService()

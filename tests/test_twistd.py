@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import ServerFactory
 
 from libchat.tools.client import connect
 
@@ -182,7 +182,7 @@ def test_a_bad_option_value_is_one_line_naming_the_option(tmp_path: Path,
 
 @pytest_twisted.inlineCallbacks
 def test_a_busy_port_is_one_line_naming_the_option(tmp_path: Path, twistd: Twistds) -> Any:
-    taken = reactor.listenTCP(0, Factory(), interface="127.0.0.1")
+    taken: Any = reactor.listenTCP(0, ServerFactory(), interface="127.0.0.1")
     busy = f"tcp:{taken.getHost().port}:interface=127.0.0.1"
     try:
         p = twistd(["-n", "--pidfile=", "libchat", "--front", busy, "--api", LOCAL,

@@ -62,13 +62,14 @@ class BoundedRequest(Request):
                 b"Cache-Control: no-store\r\n"
                 b"Connection: close\r\n"
                 b"Content-Length: %d\r\n\r\n" % len(body))
-        self.channel.transport.write(head + body)
+        transport: Any = self.channel.transport
+        transport.write(head + body)
         self.channel.loseConnection()
 
 
 def bounded_site(resource: IResource, max_body: int) -> Site:
     """A :class:`Site` serving ``resource`` with bodies of at most ``max_body`` bytes."""
-    request = type("BoundedRequest", (BoundedRequest,), {"max_body": max_body})
+    request: type[Request] = type("BoundedRequest", (BoundedRequest,), {"max_body": max_body})
     site = Site(resource)
     site.requestFactory = request
     return site
