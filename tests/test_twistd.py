@@ -249,3 +249,13 @@ def test_a_config_file_configures_twistd(tmp_path: Path, twistd: Twistds) -> Any
     yield stop(p).addTimeout(T, reactor)
     assert (tmp_path / "from-command-line" / "cfg.json").exists()
     assert not (tmp_path / "from-file").exists()
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_endpoint_that_is_not_one_is_one_line(tmp_path: Path, twistd: Twistds) -> Any:
+    p = twistd(["-n", "--pidfile=", "libchat", "--programs", str(FIXTURES),
+                "--front", "banana:8082"], refused=True)
+    code = yield p.ended.addTimeout(T, reactor)
+    assert code.exitCode != 0
+    line = refusal(p)
+    assert line.startswith("libchat: --front 'banana:8082' is not a Twisted endpoint")
