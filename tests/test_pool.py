@@ -107,7 +107,7 @@ def make_library(root: Path, clock: Clock, **warm: int | None) -> ProgramLibrary
         (d / f"{name}.js").write_text("")
         rules = {} if size is None else {"warm": size}
         (d / "package.json").write_text(json.dumps({"libchat": rules}))
-    return ProgramLibrary([root], now=clock.seconds, rescan=0)
+    return ProgramLibrary([root])
 
 
 @pytest.fixture
@@ -204,6 +204,7 @@ def test_removed_program_loses_its_pool(tmp_path: Path, clock: Clock) -> None:
     pool, runtime = make_pool(tmp_path, clock, default=2, echo=None)
     clock.pump([0.1] * 5)
     (tmp_path / "echo" / "echo.js").unlink()
+    pool.library.scan()  # the library's rescanner does this every 5 s
     clock.pump([1.0] * 2)
     assert runtime.running == []
     assert pool.idle("echo") == 0

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import attrs
+from twisted.application.internet import TimerService
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from libchat.protocol.events import valid_intent
@@ -83,19 +85,22 @@ def read_program(directory: Path, log: Logger) -> Program | None:
 class ProgramLibrary:
     """Programs found under one or more directories (first one wins on a name).
 
-    The directories are re-scanned at most every ``rescan`` seconds, so a
-    program dropped into the library is picked up without a restart.
+    Lookups (:meth:`resolve`, :meth:`get`, :meth:`programs`) only read what
+    the last scan found, so routing a message never touches the disk. The
+    :meth:`rescanner` service scans every ``rescan`` seconds, so a program
+    dropped into the library is picked up without a restart. A library that
+    was never scanned scans once at its first lookup (tests, tools).
     """
 
     log = Logger()
 
-    def __init__(self, directories: list[Path], now: Callable[[], float],
+    def __init__(self, directories: list[Path], now: Callable[[], float] | None = None,
                  rescan: float = 5.0) -> None:
+        # ``now`` is accepted for callers written when lookups rescanned on
+        # their own; the rescanner's clock decides when scans happen now.
         self.directories = [Path(d) for d in directories]
-        self._now = now
-        self._rescan = rescan
-        self._scanned_at: float | None = None
-        self._programs: dict[str, Program] = {}
+        self.rescan_interval = rescan
+        self._programs: dict[str, Program] | None = None
         self._runtimes: frozenset[str] | None = None  # None: any
         self._refused: set[tuple[str, str]] = set()
 
@@ -103,7 +108,7 @@ class ProgramLibrary:
         """Only list programs whose runtime is one of ``names`` (set by the
         runtime switch); the others are logged once and never chosen."""
         self._runtimes = frozenset(names)
-        self._scanned_at = None
+        self._programs = None  # the next lookup scans with the new rule
 
     def _accepted(self, program: Program) -> bool:
         if self._runtimes is None or program.runtime in self._runtimes:
@@ -116,25 +121,43 @@ class ProgramLibrary:
         return False
 
     def scan(self) -> dict[str, Program]:
+        """Read every directory now; a directory that cannot be read is logged
+        and skipped (its programs are gone until it can be read again)."""
         found: dict[str, Program] = {}
         for base in self.directories:
-            if not base.is_dir():
+            try:
+                children = sorted(base.iterdir()) if base.is_dir() else []
+            except OSError as e:
+                self.log.error("program library: cannot read {directory}: {error}",
+                               directory=str(base), error=e.strerror or str(e))
                 continue
-            for child in sorted(base.iterdir()):
+            for child in children:
                 if child.name not in found and child.is_dir():
                     program = read_program(child, self.log)
                     if program is not None and self._accepted(program):
                         found[program.name] = program
         found = dict(sorted(found.items()))
-        if set(found) != set(self._programs):
+        if self._programs is None or set(found) != set(self._programs):
             self.log.info("program library: {names}", names=", ".join(sorted(found)) or "(empty)")
         self._programs = found
-        self._scanned_at = self._now()
         return found
 
-    def programs(self) -> dict[str, Program]:
-        if self._scanned_at is None or self._now() - self._scanned_at >= self._rescan:
+    def rescanner(self, clock: IReactorTime) -> TimerService:
+        """A service that scans at start and every ``rescan`` seconds after."""
+        timer = TimerService(self.rescan_interval, self._scan_logged)
+        timer.clock = clock
+        return timer
+
+    def _scan_logged(self) -> None:
+        try:
             self.scan()
+        except Exception:  # a LoopingCall that raises never runs again
+            self.log.failure("program library: rescan failed")
+
+    def programs(self) -> dict[str, Program]:
+        if self._programs is None:
+            self.scan()
+        assert self._programs is not None
         return self._programs
 
     def get(self, name: str) -> Program | None:
