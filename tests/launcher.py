@@ -86,7 +86,8 @@ class Process:
                  env: dict[str, str] | None = None, stdin: bool = False,
                  log_path: Path | None = None,
                  on_line: Callable[[str], None] | None = None,
-                 on_exit: Callable[[int], None] | None = None) -> None:
+                 on_exit: Callable[[int], None] | None = None,
+                 on_err: Callable[[str], None] | None = None) -> None:
         self.argv = [str(a) for a in argv]
         self.cwd = Path(cwd)
         self.env = dict(os.environ if env is None else env)
@@ -95,6 +96,9 @@ class Process:
         self.log_path = log_path
         self.on_line = on_line
         self.on_exit = on_exit
+        # with on_err, stderr is read apart (lines go to on_err, and to the
+        # output as well): tests of one-line start-up errors need it
+        self.on_err = on_err
         self.lines: list[str] = []
         self._cursor = 0  # for wait_for: lines consumed so far
         self._cond = threading.Condition()
@@ -108,12 +112,16 @@ class Process:
         self._eof = False
         self.popen = subprocess.Popen(
             self.argv, cwd=self.cwd, env=self.env, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, stdin=subprocess.PIPE if self.stdin else subprocess.DEVNULL,
+            stderr=subprocess.PIPE if self.on_err else subprocess.STDOUT, stdin=subprocess.PIPE if self.stdin else subprocess.DEVNULL,
             text=True, errors="replace", bufsize=1)
         self._reader = threading.Thread(target=self._read, args=(self.popen,), daemon=True)
         self._reader.start()
+        err_reader = None
+        if self.on_err is not None:
+            err_reader = threading.Thread(target=self._read_err, args=(self.popen,), daemon=True)
+            err_reader.start()
         if self.on_exit is not None:
-            threading.Thread(target=self._waiter, args=(self.popen, self._reader),
+            threading.Thread(target=self._waiter, args=(self.popen, self._reader, err_reader),
                              daemon=True).start()
         return self
 
@@ -139,9 +147,21 @@ class Process:
                 self._eof = True
                 self._cond.notify_all()
 
-    def _waiter(self, popen: subprocess.Popen[str], reader: threading.Thread) -> None:
+    def _read_err(self, popen: subprocess.Popen[str]) -> None:
+        assert popen.stderr is not None and self.on_err is not None
+        for raw in popen.stderr:
+            line = raw.rstrip("\n")
+            with self._cond:
+                self.lines.append(line)
+                self._cond.notify_all()
+            self.on_err(line)
+
+    def _waiter(self, popen: subprocess.Popen[str], reader: threading.Thread,
+                err_reader: threading.Thread | None = None) -> None:
         code = popen.wait()
         reader.join(5)  # the last lines first (a daemon's child may hold the pipe)
+        if err_reader is not None:
+            err_reader.join(5)
         assert self.on_exit is not None
         self.on_exit(code)
 

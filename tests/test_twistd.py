@@ -19,7 +19,7 @@ from libchat.tools.client import connect
 
 from .helpers import BUNDLED, FIXTURES
 from .serving import alive, message, wait_until
-from .twistd_proc import TWISTD, Twistd, kill, stop
+from .twistd_proc import Twistd, kill, start, stop
 
 T = 20.0
 LOCAL = "tcp:0:interface=127.0.0.1"
@@ -56,31 +56,18 @@ def chat(port: int, content: str, **kw: Any) -> Any:
         yield c.closed
 
 
-class Proc(Twistd):
-    """A twistd whose stderr is also kept apart (``errors``)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.errors = b""
-
-    def errReceived(self, data: bytes) -> None:
-        self.errors += data
-        self.outReceived(data)
-
-
 class Twistds:
     """Starts twistd subprocesses in one directory; each is stopped (and
     waited for) when the test ends."""
 
     def __init__(self, cwd: Path) -> None:
         self.cwd = cwd
-        self.started: list[Proc] = []
+        self.started: list[Twistd] = []
 
-    def __call__(self, args: list[str], refused: bool = False) -> Proc:
-        """``refused``: the test expects it to end before it is ready."""
-        p = Proc()
-        reactor.spawnProcess(p, TWISTD, [TWISTD, *args], env=dict(os.environ),
-                             path=str(self.cwd))
+    def __call__(self, args: list[str], refused: bool = False) -> Twistd:
+        """``refused``: the test expects it to end before it is ready.
+        Its stderr is also kept apart (``errors``)."""
+        p = start(args, self.cwd, stderr_apart=True)
         if refused:
             p.ready.addErrback(lambda _: None)
         self.started.append(p)
@@ -162,7 +149,7 @@ def test_memory_survives_a_twistd_restart(tmp_path: Path, twistd: Twistds) -> An
 # -- start-up errors: one line on stderr that says what to change ---------------
 
 
-def refusal(p: Proc) -> str:
+def refusal(p: Twistd) -> str:
     """The one line a refusing twistd wrote on stderr (it must have ended)."""
     lines = p.errors.decode(errors="replace").splitlines()
     assert len(lines) == 1, f"expected one line on stderr, got:\n{p.errors.decode()}"

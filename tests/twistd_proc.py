@@ -30,6 +30,7 @@ class Twistd:
 
     def __init__(self) -> None:
         self.output = b""
+        self.errors = b""  # stderr alone, when started with ``stderr_apart``
         self.ports: dict[str, int] = {}
         self.ready: defer.Deferred[dict[str, int]] = defer.Deferred()
         self.ended: defer.Deferred[Any] = defer.Deferred()
@@ -44,6 +45,10 @@ class Twistd:
         if not self.ready.called and READY in line:
             self.ready.callback(self.ports)
 
+    def errReceived(self, line: str) -> None:
+        self.errors += line.encode() + b"\n"
+        self.lineReceived(line)
+
     def processEnded(self, code: int) -> None:
         if not self.ready.called:
             self.ready.errback(RuntimeError("twistd ended before ready:\n"
@@ -53,11 +58,15 @@ class Twistd:
         self.ended.callback(reason)
 
 
-def start(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> Twistd:
+def start(args: list[str], cwd: Path, env: dict[str, str] | None = None,
+          stderr_apart: bool = False) -> Twistd:
     proto = Twistd()
+    on_err = ((lambda line: _threads.callFromThread(proto.errReceived, line))
+              if stderr_apart else None)
     proc = Process([TWISTD, *args], cwd=cwd, env=dict(os.environ if env is None else env),
                    on_line=lambda line: _threads.callFromThread(proto.lineReceived, line),
-                   on_exit=lambda code: _threads.callFromThread(proto.processEnded, code))
+                   on_exit=lambda code: _threads.callFromThread(proto.processEnded, code),
+                   on_err=on_err)
     proto.process = proc.spawn()
     proto.pid = proc.pid
     return proto
