@@ -1,4 +1,4 @@
-"""The options of ``twistd libchat`` (CONTRACT section 7), and ``--config``.
+"""The options of ``twistd libchat`` (the README's options), and ``--config``.
 
 A bad value is a :class:`usage.UsageError` naming the option; under twistd
 (:class:`TwistdOptions`) it is one line on stderr, as is a
@@ -91,7 +91,7 @@ class Options(usage.Options):
          _positive(int, "spawn-concurrency", 0)],
         ["runtime-dir", None, None, "Parent of the private socket directory "
          "(default $XDG_RUNTIME_DIR or /tmp)."],
-        # the web front doors (CONTRACT section 8; libchat.doors.web, docs/web.md)
+        # the web front doors (docs/web.md; libchat.doors.web, docs/web.md)
         ["web", None, DEFAULT_WEB, "Web endpoint: page, /ws, REST API, /metrics, /healthz."],
         ["auth-secret", None, None, "HS256 secret for user JWTs (none: development mode)."],
         ["auth-secret-file", None, None, "File holding the JWT secret."],

@@ -1,4 +1,4 @@
-"""``twistd libchat``: the options of CONTRACT section 7 and the service tree.
+"""``twistd libchat``: the options of the README's options and the service tree.
 
 This is the only module that knows every piece; everything else receives its
 collaborators (reactor included) through its constructor. The services are

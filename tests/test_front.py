@@ -1,6 +1,6 @@
 """The front protocol over StringTransport, on a FakeRouter: every bad input,
-its answer, and that the connection (or only it) survives as CONTRACT section
-1 says."""
+its answer, and that the connection (or only it) survives as docs/protocol.md
+§1 says."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The program library: lookups read the last scan; a timer rescans (CONTRACT section 4)."""
+"""The program library: lookups read the last scan; a timer rescans (docs/protocol.md §6)."""
 
 from __future__ import annotations
 

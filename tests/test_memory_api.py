@@ -1,4 +1,4 @@
-"""The memory API (CONTRACT section 5), through StubTreq: no port."""
+"""The memory API (docs/protocol.md §7), through StubTreq: no port."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The router's policy (CONTRACT sections 2-3): binding, intents, 2002/2003,
+"""The router's policy (docs/protocol.md §2, docs/protocol.md §2-3): binding, intents, 2002/2003,
 BUSY, close, restart; over fakes and a task.Clock."""
 
 from __future__ import annotations

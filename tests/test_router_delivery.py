@@ -1,4 +1,4 @@
-"""Reply routing, the pending queue and backpressure (CONTRACT section 3,
+"""Reply routing, the pending queue and backpressure (docs/protocol.md §2-3,
 libchat.core.delivery), through the router over fakes."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Getting events to upstreams (CONTRACT section 3).
+"""Getting events to upstreams (docs/protocol.md §2-3).
 
 A dialog's events go to the upstream that sent its last message; if that one
 cannot take them, to the newest live upstream of the dialog's channel; if

@@ -1,4 +1,4 @@
-"""The program library (CONTRACT section 4): discovery and intent rules.
+"""The program library (docs/protocol.md §6): discovery and intent rules.
 
 A program is ``<dir>/<name>/<name>.js`` with ``name`` a valid intent. Its
 optional ``package.json`` may carry ``{"libchat": {"keywords": [...],

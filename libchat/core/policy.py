@@ -1,4 +1,4 @@
-"""The router's decisions (CONTRACT sections 2-3), apart from its public face.
+"""The router's decisions (docs/protocol.md §2, docs/protocol.md §2-3), apart from its public face.
 
 :class:`Policy` decides what each user message, close, program event and
 timer means for a dialog: resolve an intent and start an instance, answer

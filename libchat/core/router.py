@@ -1,4 +1,4 @@
-"""The router: binds each dialog to one program instance (CONTRACT sections 2-3).
+"""The router: binds each dialog to one program instance (docs/protocol.md §2, docs/protocol.md §2-3).
 
 It knows upstreams, runtimes and the store only by their interfaces and takes
 its clock by injection. Its jobs live in their own modules: the decisions

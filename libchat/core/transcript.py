@@ -1,4 +1,4 @@
-"""Transcript entries (CONTRACT section 6) and the wire events derived from them.
+"""Transcript entries (docs/durability.md) and the wire events derived from them.
 
 Every event the router sends upstream is first one transcript entry; the
 event is derived from that entry by :func:`event_from_entry`, so a replay

@@ -1,7 +1,7 @@
 """The front door for front services: framed events over TCP (or any stream).
 
 Each connection is an :class:`~libchat.interfaces.IUpstream` of channel
-``frame``. Per CONTRACT section 1, a broken stream gets one 2004 and is
+``frame``. Per docs/protocol.md §1, a broken stream gets one 2004 and is
 closed; a bad event gets a 2004 and the connection stays open.
 """
 

@@ -1,4 +1,4 @@
-"""The memory API for programs (CONTRACT section 5), a Klein app as a class.
+"""The memory API for programs (docs/protocol.md §7), a Klein app as a class.
 
 The bearer token alone decides who is asking: the dialog, the user and the
 program of one live instance. Memory is scoped per (user, program), so a token

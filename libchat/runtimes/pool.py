@@ -1,4 +1,4 @@
-"""The warm pool: program instances started ahead of need (CONTRACT §7 ``--warm``).
+"""The warm pool: program instances started ahead of need (the README's options ``--warm``).
 
 :class:`WarmPool` wraps another runtime and is itself an
 :class:`~libchat.interfaces.IRuntime`: ``start()`` hands out an idle warm

@@ -1,4 +1,4 @@
-"""The persistent shape of a dialog (CONTRACT section 6), shared by every store."""
+"""The persistent shape of a dialog (docs/durability.md), shared by every store."""
 
 from __future__ import annotations
 

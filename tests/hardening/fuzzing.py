@@ -1,6 +1,6 @@
 """Fuzz harnesses shared by the hypothesis tests and the long run
 (``python -m tests.hardening.fuzz``). Each takes one input, drives the real
-code over in-memory transports, and raises AssertionError when a CONTRACT
+code over in-memory transports, and raises AssertionError when a protocol
 rule is broken."""
 
 from __future__ import annotations

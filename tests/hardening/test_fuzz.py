@@ -1,7 +1,7 @@
 """Property tests (bounded; the long run is ``python -m tests.hardening.fuzz``):
 random and mutated frames into the front protocol and a program socket,
 random bodies into the memory API. No unhandled exception, every input
-answered per CONTRACT sections 1/3/5, other connections unaffected."""
+answered per docs/protocol.md §1, docs/protocol.md §2-3, docs/protocol.md §7, other connections unaffected."""
 
 from __future__ import annotations
 

@@ -51,7 +51,7 @@ PAGE_HEADERS = {
 
 @attrs.frozen
 class WebSettings:
-    """The ``--web`` family of options (defaults: CONTRACT section 8 and docs/web.md)."""
+    """The ``--web`` family of options (defaults: docs/web.md and docs/web.md)."""
 
     secret: bytes | None = None
     max_frame: int = 4 * 1024 * 1024

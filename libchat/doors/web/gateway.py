@@ -22,7 +22,7 @@ from libchat.protocol.events import valid_intent
 from libchat.interfaces import DialogInfo, IRouter, IUpstream, Receipt
 
 CHANNEL = "web"
-MAX_REPLAY = 500  # CONTRACT section 8: a 1003 replays at most the last 500 entries
+MAX_REPLAY = 500  # docs/web.md: a 1003 replays at most the last 500 entries
 
 
 class Pusher(Protocol):

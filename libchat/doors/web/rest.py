@@ -1,4 +1,4 @@
-"""The REST session API (CONTRACT section 8), a Klein app mounted at ``/api/chat/``.
+"""The REST session API (docs/web.md), a Klein app mounted at ``/api/chat/``.
 
 A session is a web dialog: what is posted here is routed exactly like a
 WebSocket 1001/1002 (through :class:`~libchat.doors.web.gateway.WebGateway`), and
@@ -25,7 +25,7 @@ from libchat.doors.web.auth import Authenticator, Unauthorized
 from libchat.doors.web.gateway import MAX_REPLAY, NotFound, WebGateway
 from libchat.doors.web.ws import RateLimiter
 
-MAX_WAIT = 30.0  # CONTRACT section 8: wait is clamped to 30 s
+MAX_WAIT = 30.0  # docs/web.md: wait is clamped to 30 s
 MAX_LIMITERS = 10_000
 
 
@@ -114,7 +114,7 @@ class ChatAPI:
         user_id = self._user(request)
         body = self._body(request, required=False)
         # like an explicit intent on a frame: one naming no program is
-        # answered with a 2003 when the first message arrives (CONTRACT 2, 3)
+        # answered with a 2003 when the first message arrives (docs/protocol.md §2, docs/protocol.md §2-3)
         intent = body.get("intent")
         try:
             session_id = self.gateway.open_session(user_id, intent)

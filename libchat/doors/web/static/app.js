@@ -1,5 +1,5 @@
 // libchat web page: plain JavaScript, no build step.
-// Speaks CONTRACT section 8 over /ws: sends 1001/1002, renders 2001-2004, and on
+// Speaks docs/web.md over /ws: sends 1001/1002, renders 2001-2004, and on
 // every (re)connect asks for what it missed with 1003 {after: last seq seen}.
 'use strict';
 
