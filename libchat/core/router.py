@@ -38,7 +38,7 @@ from libchat.core.policy import Policy
 from libchat.core.transcript import Transcript, entries, replay
 from libchat.storage.records import FOREGROUND, OPEN
 
-__all__ = ["Router", "TokenInfo"]
+__all__ = ["Router"]
 
 
 @implementer(IRouter, IRouterStats)
