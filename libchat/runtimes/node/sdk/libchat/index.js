@@ -19,7 +19,10 @@
  *   frame.js    encodeFrame, FrameDecoder (the wire format; pure)
  *   args.js     --socket/--port and the LIBCHAT_* environment (pure)
  *   memory.js   MemoryClient for the memory API (TCP or Unix socket)
- *   runtime.js  onMessage/reply/end/unsupported/onClose/onDisconnect/exit
+ *   runtime.js  onMessage/reply/end/unsupported/onClose/onDisconnect: reading,
+ *               dispatch one message at a time, hand-back, warm-up
+ *   channel.js  writing: frames of one event-loop turn in one write; exit()
+ *   state.js    the one dialog's state the two share
  */
 
 const frame = require('./frame.js');

@@ -12,35 +12,12 @@
 
 const fs = require('fs');
 const net = require('net');
-const { EV, HEADER_SIZE, MAGIC, MAX_FRAME, FrameDecoder, encodeFrame } = require('./frame.js');
+const { EV, FrameDecoder, encodeFrame } = require('./frame.js');
 const { USAGE, settings } = require('./args.js');
 const { MemoryClient } = require('./memory.js');
 
-const state = {
-  used: false, // runtime API touched: connect on the next tick
-  tickPassed: false,
-  started: false,
-  launch: null, // settings() result, or {error}
-  magic: MAGIC,
-  maxFrame: MAX_FRAME,
-  socket: null,
-  outbox: [], // frames written this event-loop turn, sent together (one syscall)
-  dialog: null, // {dialogId, userId}
-  latest: null, // latest 1001 event (for ids of outgoing frames)
-  current: null, // 1001 being handled
-  queue: [],
-  draining: false,
-  messageHandler: null,
-  closeHandler: null,
-  disconnectHandler: null,
-  ended: false,
-  exiting: false,
-  memory: null,
-};
-
-function log(line) {
-  process.stderr.write(`[libchat] ${line}\n`);
-}
+const { state, log } = require('./state.js');
+const { send, flushOutbox, exit } = require('./channel.js');
 
 function touch() {
   if (state.used) return;
@@ -242,35 +219,6 @@ function runHook(hook, arg, code, why) {
   );
 }
 
-function send(event) {
-  const frame = encodeFrame(event, state.magic);
-  if (frame.length - HEADER_SIZE > state.maxFrame) {
-    throw new RangeError(`frame body of ${frame.length - HEADER_SIZE} bytes exceeds LIBCHAT_MAX_FRAME ${state.maxFrame}`);
-  }
-  const socket = state.socket;
-  if (!socket || socket.destroyed || !socket.writable) {
-    log(`not connected; dropping event ${event.event_type}`);
-    return false;
-  }
-  // Coalesce: a burst of replies (several messages handled in one turn) goes
-  // out in one write, so libchat wakes once for it, not once per frame.
-  if (state.outbox.push(frame) === 1) setImmediate(flushOutbox);
-  return true;
-}
-
-/** Write what send() queued this turn. */
-function flushOutbox() {
-  const frames = state.outbox;
-  if (!frames.length) return;
-  state.outbox = [];
-  const socket = state.socket;
-  if (!socket || socket.destroyed || !socket.writable) {
-    log(`not connected; dropping ${frames.length} queued frame(s)`);
-    return;
-  }
-  socket.write(frames.length === 1 ? frames[0] : Buffer.concat(frames));
-}
-
 function requireDialog(what) {
   touch();
   if (!state.dialog) throw new Error(`${what}: no dialog yet (no message has arrived)`);
@@ -373,25 +321,6 @@ function unsupported(msg) {
   send(event);
   state.ended = true;
   if (state.socket) state.socket.unref();
-}
-
-/**
- * Exit the process after flushing what was written to the socket (at most 2 s).
- * @param {number} [code=0]
- */
-function exit(code = 0) {
-  if (state.exiting) return;
-  state.exiting = true;
-  process.exitCode = code; // in case the loop drains before the flush callback
-  const done = () => process.exit(code);
-  flushOutbox();
-  const socket = state.socket;
-  if (socket && !socket.destroyed && socket.writable) {
-    setTimeout(done, 2000).unref();
-    socket.end(done);
-  } else {
-    done();
-  }
 }
 
 function memoryClient() {
