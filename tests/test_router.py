@@ -290,3 +290,27 @@ def test_stop_stops_every_instance_and_cancels_timers(tmp_path: Path) -> None:
     w.router.stop()
     assert w.runtime.live == []
     assert w.clock.getDelayedCalls() == []
+
+
+class FailingRuntime(FakeRuntime):
+    """Its instances fail inside start() (say, an agent whose key is gone)."""
+
+    def start(self, program: str, dialog_id: str, user_id: str,
+              owner: IInstanceOwner) -> Any:
+        inst = super().start(program, dialog_id, user_id, owner)
+        inst.exit("could not start: no key")
+        return inst
+
+
+def test_an_instance_gone_inside_start_ends_the_dialog_program_failed(tmp_path: Path) -> None:
+    """Not bound to a dead instance until the idle timeout: the user's 1001 is
+    recorded, then 2002 program_failed, and the foreground is free again."""
+    w = World(tmp_path, runtime=FailingRuntime())
+    receipt = w.send(user_message("hello", message_id="m1"))
+    assert receipt.ok and receipt.seq == 1
+    assert [(e["event_type"], e.get("reason")) for e in w.up.events] == [
+        (codes.ENDED, codes.PROGRAM_FAILED)]
+    assert w.router.info("d1").state == OPEN and w.router.live_dialogs() == 0
+    assert w.runtime.started[0].sent == [], "nothing is sent to a gone instance"
+    w.send(user_message("hello", message_id="m2"))  # the next message starts anew
+    assert len(w.runtime.started) == 2

@@ -53,6 +53,9 @@ class Policy:
     _transcript: Transcript
     _delivery: Delivery
     _bindings: Bindings
+    # instances reported gone while runtime.start() was still running (an
+    # instance without a process may fail at once): bound, then ended
+    _gone_early: dict[IInstance, tuple[bool, str]] | None = None
 
     # -- user events -----------------------------------------------------------
 
@@ -68,6 +71,7 @@ class Policy:
         if dialog is not None and upstream is not None:
             dialog.upstream = upstream
         seq: int | None = None
+        early: dict[IInstance, tuple[bool, str]] | None = None
         if dialog is None or dialog.foreground is None:
             intent = event.get("intent") or (dialog.record.intent if dialog else None)
             program = self.library.resolve(event["messages"]["content"], intent)
@@ -83,12 +87,15 @@ class Policy:
             if counted and self._bindings.counted >= self.max_programs:
                 return self._busy(dialog, event, recorded,
                                   f"program limit of {self.max_programs} reached")
+            self._gone_early = {}
             try:
                 instance = self.runtime.start(program.name, event["dialog_id"],
                                               event["user_id"], self)
             except NoRoom as e:
                 return self._busy(dialog, event, recorded,
                                   str(e) or f"no room for {program.name} now")
+            finally:
+                early, self._gone_early = self._gone_early, None
             # only now, with an instance, is a new dialog worth a record
             dialog = dialog or self._new_dialog(upstream, event)
             self._bind(dialog, instance, counted)
@@ -97,9 +104,12 @@ class Policy:
         else:
             self.store.changed(dialog.record)  # its binding, if it got one
         dialog.last_user = event
-        self._bindings.arm_idle(dialog)
         fg = dialog.foreground
         assert fg is not None
+        if early and fg in early:  # it never ran: 2002 after the user's 1001
+            self.instanceGone(fg, *early[fg])
+            return Receipt(seq=seq)
+        self._bindings.arm_idle(dialog)
         forward = event if "intent" not in event else {
             k: v for k, v in event.items() if k != "intent"}
         binding = self._bindings.get(fg)
@@ -247,6 +257,8 @@ class Policy:
     def instanceGone(self, instance: IInstance, connected: bool, detail: str) -> None:
         binding = self._bindings.gone(instance)
         if binding is None:
+            if self._gone_early is not None:  # inside runtime.start(): not bound yet
+                self._gone_early[instance] = (connected, detail)
             return
         reason = codes.PROGRAM_EXITED if connected else codes.PROGRAM_FAILED
         self._observe_instance("stop", instance.program, binding.stop_reason or reason)
