@@ -117,6 +117,8 @@ class AgentRuntime:
                 client = self.make_client(settings.section, settings.api_key, self.clock)
             except (ValueError, TypeError) as e:
                 return f"bad settings: {e}"
+            except ImportError as e:
+                return f"the {self.name} client cannot be loaded ({e.name or e})"
             old = known
             known = _Program(settings, client)
             if old is not None:  # turns waiting keep their place
