@@ -81,10 +81,11 @@ class Exchange:
         return self._done
 
     def finish(self, result: Any) -> None:
-        """The answer is complete: fire with it and drop the rest of the body."""
+        """The answer is complete: fire with it. The rest of the body is read
+        and ignored (aborting it would cost the pooled connection)."""
         if not self._done.called:
             self._disarm()
-            self._abort()
+            self._request = None
             self._done.callback(result)
 
     def _fail(self, f: Failure) -> None:
@@ -95,8 +96,7 @@ class Exchange:
         if self._timed_out:
             f = Failure(AgentError(TIMEOUT, f"no answer for {self.timeout:g} s"))
         elif not f.check(AgentError, defer.CancelledError):
-            f = Failure(AgentError(HTTP_ERROR, f"request failed: {f.type.__name__}",
-                                   retryable=True))
+            f = Failure(AgentError(HTTP_ERROR, f"request failed: {_why(f)}", retryable=True))
         self._done.errback(f)
 
     def _chunk(self, data: bytes) -> None:
@@ -152,6 +152,14 @@ class Exchange:
     def _cancelled(self, d: "defer.Deferred[Any]") -> None:
         self._disarm()
         self._abort()  # d errbacks with CancelledError by itself
+
+
+def _why(f: Failure) -> str:
+    """A connection failure's name and its first reason (no URL, no header)."""
+    reasons = getattr(f.value, "reasons", None)
+    if reasons:
+        return f"{f.type.__name__} ({reasons[0].type.__name__})"
+    return f.type.__name__
 
 
 def collector(limit: int = MAX_BODY) -> tuple[Callable[[bytes], None], Callable[[], bytes]]:

@@ -265,7 +265,7 @@ class AgentInstance:
             stats.retried()
             self.log.info("{program}: turn of {dialog_id} failed ({why}); retry in {s}s",
                           program=self.program, dialog_id=self.dialog_id,
-                          why=f.value.reason, s=delays[tries])
+                          why=f.value.detail, s=delays[tries])
             wait = task.deferLater(self.runtime.clock, delays[tries],
                                    lambda: self._attempt(turn, tries + 1, stats))
             self._turn = wait
