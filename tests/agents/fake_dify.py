@@ -57,6 +57,23 @@ class FakeDify:
     def _error(self, request: Any, status: int, code: str, message: str) -> bytes:
         return self._json(request, status, {"code": code, "message": message, "status": status})
 
+    def _until_gone(self, request: Any, seconds: float,
+                    also: defer.Deferred[None] | None = None) -> defer.Deferred[Any]:
+        """Wait until the client goes, ``also`` fires, or ``seconds`` pass
+        (no timer is left behind)."""
+        done: defer.Deferred[Any] = defer.Deferred()
+        timer = self.clock.callLater(seconds, lambda: done.called or done.callback(None))
+
+        def end(_: Any) -> None:
+            if timer.active():
+                timer.cancel()
+            if not done.called:
+                done.callback(None)
+        request.notifyFinish().addBoth(end)
+        if also is not None:
+            also.addBoth(end)
+        return done
+
     # -- the test's controls -------------------------------------------------------
 
     @app.route("/_script", methods=["POST"])
@@ -125,7 +142,7 @@ class FakeDify:
                                "workflow_run_id": "wr", "data": {}}))
             request.write(PING)
             if step.get("silent"):
-                await task.deferLater(self.clock, 60, lambda: None)
+                await self._until_gone(request, 60)
                 return b""
             if step.get("error_event"):
                 request.write(sse({"event": "error", "task_id": task_id,
@@ -138,11 +155,7 @@ class FakeDify:
             if step.get("slow"):
                 stopped: defer.Deferred[None] = defer.Deferred()
                 self._slow[task_id] = stopped
-                stopped.addTimeout(30, self.clock)
-                try:
-                    await stopped
-                except defer.TimeoutError:
-                    pass
+                await self._until_gone(request, 30, stopped)
                 return b""
             request.write(PING)
             request.write(sse({"event": "node_finished", "task_id": task_id, "data": {}}))
