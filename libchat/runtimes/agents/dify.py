@@ -109,11 +109,15 @@ class DifyClient:
             current[:] = [d]
             return d
 
-        outer: defer.Deferred[Any] = defer.Deferred(lambda _: current and current[0].cancel())
+        def abort(_: Any) -> None:
+            if current:
+                current[0].cancel()
+        outer: defer.Deferred[Any] = defer.Deferred(abort)
         first = attempt(turn.conversation_id)
 
         def again(f: Failure) -> Any:
-            if f.check(AgentError) and f.value.status == 404 and turn.conversation_id:
+            if f.check(AgentError) and getattr(f.value, "status", None) == 404 \
+                    and turn.conversation_id:
                 return attempt(None)  # the kept conversation is gone: a new one, once
             return f
         first.addErrback(again)

@@ -123,7 +123,7 @@ class Exchange:
                 self._done.callback(None)
         else:
             self._fail(Failure(AgentError(PROTOCOL, "the answer was cut off "
-                                          f"({reason.type.__name__})")))
+                                          f"({getattr(reason.type, '__name__', 'error')})")))
 
     def _arm(self) -> None:
         if self._timer is not None and self._timer.active():
@@ -147,7 +147,7 @@ class Exchange:
             request.cancel()
         if self._body is not None and self._body.transport is not None:
             body, self._body = self._body, None
-            body.transport.stopProducing()
+            body.transport.stopProducing()  # type: ignore[union-attr]
 
     def _cancelled(self, d: "defer.Deferred[Any]") -> None:
         self._disarm()
@@ -158,8 +158,8 @@ def _why(f: Failure) -> str:
     """A connection failure's name and its first reason (no URL, no header)."""
     reasons = getattr(f.value, "reasons", None)
     if reasons:
-        return f"{f.type.__name__} ({reasons[0].type.__name__})"
-    return f.type.__name__
+        return f"{getattr(f.type, '__name__', 'error')} ({getattr(reasons[0].type, '__name__', 'error')})"
+    return getattr(f.type, '__name__', 'error')
 
 
 def collector(limit: int = MAX_BODY) -> tuple[Callable[[bytes], None], Callable[[], bytes]]:

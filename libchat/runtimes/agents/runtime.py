@@ -22,7 +22,7 @@ import secrets
 from collections import deque
 from itertools import count
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, cast
 
 from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime
@@ -259,13 +259,14 @@ class AgentInstance:
 
         def retry(f: Failure) -> Any:
             f.trap(AgentError)
+            error = cast(AgentError, f.value)
             delays = self.runtime.retry_delays
-            if not f.value.retryable or tries >= len(delays) or self._closed:
+            if not error.retryable or tries >= len(delays) or self._closed:
                 return f
             stats.retried()
             self.log.info("{program}: turn of {dialog_id} failed ({why}); retry in {s}s",
                           program=self.program, dialog_id=self.dialog_id,
-                          why=f.value.detail, s=delays[tries])
+                          why=error.detail, s=delays[tries])
             wait = task.deferLater(self.runtime.clock, delays[tries],
                                    lambda: self._attempt(turn, tries + 1, stats))
             self._turn = wait
@@ -283,12 +284,13 @@ class AgentInstance:
             return
         if isinstance(result, Failure):
             if result.check(AgentError):
-                why = f"{result.value.reason}: {result.value.detail}"
-                stats.ended(result.value.reason)
+                error = cast(AgentError, result.value)
+                why = f"{error.reason}: {error.detail}"
+                stats.ended(error.reason)
             else:
                 self.log.failure("{program}: turn of {dialog_id} broke", result,
                                  program=self.program, dialog_id=self.dialog_id)
-                why = f"internal: {result.type.__name__}"
+                why = f"internal: {getattr(result.type, '__name__', 'error')}"
                 stats.ended("internal")
             self._queue.clear()
             self._end(False, why)
