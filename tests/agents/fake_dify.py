@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--key", default="test-key")
     args = parser.parse_args(argv)
     fake = FakeDify(reactor, args.key)
-    endpoint = endpoints.TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1")
+    endpoint = endpoints.TCP4ServerEndpoint(reactor, 0, backlog=1024, interface="127.0.0.1")
 
     def listening(port: Any) -> None:
         print(f"fake dify listening on {port.getHost().port}", flush=True)

@@ -24,7 +24,7 @@ from zope.interface import implementer
 
 from libchat.runtimes.agents.client import (
     AGENT_ERROR, PROTOCOL, AgentAnswer, AgentError, AgentTurn, IAgentClient)
-from libchat.runtimes.agents.http import Exchange, collector, error_of
+from libchat.runtimes.agents.http import Exchange, collector, connection_pool, error_of
 from libchat.runtimes.agents.settings import DEFAULT_TIMEOUT
 from libchat.runtimes.agents.sse import SSEError, SSEParser
 
@@ -90,6 +90,7 @@ class DifyClient:
         self.inputs = dict(section.get("inputs") or {})
         self.timeout = float(section.get("timeout", DEFAULT_TIMEOUT))
         self.clock, self.treq = clock, treq_module
+        self.pool = connection_pool(clock, int(section.get("max_concurrency", 16)))
         self._auth = f"Bearer {api_key}"
 
     def __repr__(self) -> str:  # never the key
@@ -126,7 +127,7 @@ class DifyClient:
 
     def _once(self, turn: AgentTurn, conversation_id: str | None,
               on_task: Callable[[str, str | None], None]) -> "defer.Deferred[Any]":
-        exchange = Exchange(self.treq, self.clock, self.timeout)
+        exchange = Exchange(self.treq, self.clock, self.timeout, self.pool)
         headers = {"Authorization": self._auth}
         if self.streaming:
             headers["Accept"] = "text/event-stream"
@@ -195,7 +196,7 @@ class DifyClient:
         return chunk
 
     def cancel(self, task_id: str, conversation_id: str | None, user: str) -> Any:
-        exchange = Exchange(self.treq, self.clock, min(self.timeout, 10.0))
+        exchange = Exchange(self.treq, self.clock, min(self.timeout, 10.0), self.pool)
 
         def on_head(code: int, response: Any) -> Callable[[bytes], None]:
             add, got = collector(64 * 1024)

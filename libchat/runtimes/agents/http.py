@@ -40,8 +40,9 @@ class Exchange:
     on_chunk)``: a Deferred firing with the exchange's ``result`` (set by the
     callbacks through :meth:`finish`, or None at the end of the body)."""
 
-    def __init__(self, treq_module: Any, clock: IReactorTime, timeout: float) -> None:
-        self.treq, self.clock, self.timeout = treq_module, clock, timeout
+    def __init__(self, treq_module: Any, clock: IReactorTime, timeout: float,
+                 pool: Any = None) -> None:
+        self.treq, self.clock, self.timeout, self.pool = treq_module, clock, timeout, pool
         self._timer: IDelayedCall | None = None
         self._request: defer.Deferred[Any] | None = None
         self._body: _Body | None = None
@@ -56,9 +57,11 @@ class Exchange:
         if body is not None:
             raw["Content-Type"] = ["application/json"]
         self._arm()
+        extra = {"pool": self.pool} if self.pool is not None else {}
         self._request = self.treq.request(
             method, url, headers=Headers(raw),
-            data=json.dumps(body).encode() if body is not None else None, unbuffered=True)
+            data=json.dumps(body).encode() if body is not None else None, unbuffered=True,
+            **extra)
 
         def head(response: Any) -> None:
             self._request = None
@@ -152,6 +155,19 @@ class Exchange:
     def _cancelled(self, d: "defer.Deferred[Any]") -> None:
         self._disarm()
         self._abort()  # d errbacks with CancelledError by itself
+
+
+def connection_pool(clock: Any, size: int) -> Any:
+    """A persistent pool keeping up to ``size`` connections per host (treq's
+    default keeps 2, so ``max_concurrency`` requests would each connect anew);
+    None when ``clock`` is not a reactor (tests with a fake clock)."""
+    from twisted.internet.interfaces import IReactorTCP
+    if not IReactorTCP.providedBy(clock):
+        return None
+    from twisted.web.client import HTTPConnectionPool
+    pool = HTTPConnectionPool(clock, persistent=True)
+    pool.maxPersistentPerHost = size
+    return pool
 
 
 def _why(f: Failure) -> str:
