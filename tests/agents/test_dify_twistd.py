@@ -204,6 +204,8 @@ def test_metrics_count_agent_turns(server: Any, fake: Fake) -> None:
     conn.send(msg("helper: hi"))
     answer(conn)
     m = lc.metrics()
+    with urllib.request.urlopen(lc.url("/metrics"), timeout=10) as r:
+        assert KEY.encode() not in r.read()
     assert m[("libchat_agent_turns_total", (("outcome", "answered"), ("program", "helper")))] == 1
     assert m[("libchat_agent_in_flight", (("program", "helper"),))] == 0
     assert m[("libchat_agent_turn_seconds_count", (("program", "helper"),))] == 1

@@ -233,3 +233,19 @@ def test_the_key_may_come_from_a_file_or_the_environment(tmp_path: Path) -> None
         {"libchat": {"runtime": "dify", "api_key_env": "K"}}))
     library.scan()
     assert made == ["from-file", "from-env"]
+
+
+def test_a_client_that_cannot_be_loaded_makes_the_program_unavailable(
+        tmp_path: Path, logged: Any) -> None:
+    logged.allow("unavailable")
+    (tmp_path / "bot").mkdir()
+    (tmp_path / "bot" / "package.json").write_text(json.dumps(
+        {"libchat": {"runtime": "coze", "bot_id": "b", "api_key": "k"}}))
+
+    def make(section: Any, key: str, clock: Any) -> Any:
+        raise ImportError("no coze", name="libchat.runtimes.agents.coze")
+    runtime = AgentRuntime("coze", task.Clock(), make, MemoryStore())
+    library = ProgramLibrary([tmp_path])
+    library.accept_runtimes({"coze": runtime})
+    assert library.get("bot") is None
+    assert "cannot be loaded" in library.unavailable()["bot"]
