@@ -49,6 +49,7 @@ class Exchange:
         self._done: defer.Deferred[Any] = defer.Deferred(self._cancelled)
         self._on_chunk: Callable[[bytes], None] = lambda _: None
         self._timed_out = False
+        self._draining = False
 
     def run(self, method: str, url: str, headers: dict[str, str], body: Any,
             on_head: Callable[[int, Any], Callable[[bytes], None]]) -> "defer.Deferred[Any]":
@@ -87,8 +88,9 @@ class Exchange:
         """The answer is complete: fire with it. The rest of the body is read
         and ignored (aborting it would cost the pooled connection)."""
         if not self._done.called:
-            self._disarm()
             self._request = None
+            self._draining = True  # a body still open after ``timeout`` is cut
+            self._arm()
             self._done.callback(result)
 
     def _fail(self, f: Failure) -> None:
@@ -104,6 +106,8 @@ class Exchange:
 
     def _chunk(self, data: bytes) -> None:
         if self._done.called:
+            if self._draining:
+                self._arm()
             return
         self._arm()
         try:
@@ -113,6 +117,7 @@ class Exchange:
 
     def _ended(self, reason: Failure | None) -> None:
         if self._done.called:
+            self._disarm()
             return
         self._disarm()
         from twisted.web.client import ResponseDone
@@ -141,6 +146,9 @@ class Exchange:
 
     def _time_out(self) -> None:
         self._timer = None
+        if self._draining:
+            self._abort()
+            return
         self._timed_out = True
         self._fail(Failure(defer.CancelledError()))
 
