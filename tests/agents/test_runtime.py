@@ -249,3 +249,16 @@ def test_a_client_that_cannot_be_loaded_makes_the_program_unavailable(
     library.accept_runtimes({"coze": runtime})
     assert library.get("bot") is None
     assert "cannot be loaded" in library.unavailable()["bot"]
+
+
+def test_one_dialog_cannot_queue_without_bound_even_while_paused(tmp_path: Path) -> None:
+    w = World(tmp_path)
+    w.runtime.max_waiting = 2
+    instance, owner = w.start()
+    w.runtime.pauseEvents()
+    for n in range(4):
+        instance.send(msg(f"m{n}"))  # m0 in flight, m1 m2 wait, m3 refused
+    w.runtime.resumeEvents()
+    busy = owner.events()[-1]
+    assert (busy["event_type"], busy["code"], busy["message_id"]) == (2004, "BUSY", "m3")
+    assert len(w.client.turns) == 1

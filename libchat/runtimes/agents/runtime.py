@@ -8,7 +8,8 @@ per program at most ``max_concurrency`` turns are in flight and the others
 wait first come, first served. The wait is bounded: with 1,000 turns waiting,
 a new dialog is refused at start (:class:`NoRoom`: the router answers 2004
 ``BUSY`` and records nothing) and a message of a bound dialog gets a 2004
-``BUSY`` of its own (the dialog stays bound). An answer is one 2001; with
+``BUSY`` of its own (the dialog stays bound); so does a message of a dialog
+that already has 1,000 of its own waiting. An answer is one 2001; with
 ``single_turn`` a 2002 ``completed`` follows. A failed turn (after two retries
 with back-off when the client says it may be retried) ends the instance as
 not connected with a ``detail``, which the router sends as 2002
@@ -205,8 +206,15 @@ class AgentInstance:
             self._cancel()
             return
         if event.get("event_type") == codes.USER_MESSAGE:
+            if len(self._queue) >= self.runtime.max_waiting:  # one dialog's own bound
+                self._busy_for(event, f"{len(self._queue)} messages of this dialog waiting")
+                return
             self._queue.append(event)
             self._next()
+
+    def _busy_for(self, event: dict[str, Any], why: str) -> None:
+        busy = codes.error(codes.BUSY, why, message_id=event.get("message_id"))
+        self.runtime._report(lambda: self.owner.instanceEvent(self, busy))
 
     def stop(self, drain: float = 0.0) -> "defer.Deferred[None]":
         if not self._gone:
@@ -224,9 +232,7 @@ class AgentInstance:
         try:
             slot = self._program.slots.acquire()
         except Full as e:
-            self.runtime._report(lambda: self.owner.instanceEvent(self, codes.error(
-                codes.BUSY, f"program {self.program} is busy ({e})",
-                message_id=event.get("message_id"))))
+            self._busy_for(event, f"program {self.program} is busy ({e})")
             self._next()
             return
         self._busy = True
