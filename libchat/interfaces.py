@@ -244,6 +244,13 @@ class IStore(Interface):
         """Save a value (and note it in the dialog's record); returns a
         Deferred that fires when the value is durable."""
 
+    def conversation_get(dialog_id: str, program: str) -> str | None:
+        """The hosted agent's conversation id kept for (dialog, program), or None."""
+
+    def conversation_set(dialog_id: str, program: str, conversation_id: str | None) -> None:
+        """Keep (or with None forget) it in the dialog's record (journaled
+        like any record change; a dialog without a record keeps nothing)."""
+
     def flush() -> Any:
         """Write every changed record; returns a Deferred."""
 

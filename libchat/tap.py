@@ -28,6 +28,9 @@ from libchat.doors.memory_api import MAX_BODY, MemoryAPI
 from libchat.doors.web import app as web
 from libchat.doors.web.auth import MIN_SECRET
 from libchat.options import Options, StartupError, TwistdOptions
+from libchat.runtimes.agents.dify import DifyClient
+from libchat.runtimes.agents.runtime import AgentRuntime
+from libchat.runtimes.agents.stats import AgentStats
 from libchat.runtimes.node.reaper import RunDir, Watchdog
 from libchat.runtimes.node.runner import NodeRuntime
 from libchat.runtimes.pool import WarmPool
@@ -203,8 +206,10 @@ def makeService(options: Options, reactor: Any = None) -> LibchatService:
     # and counts against --max-programs
     pool = WarmPool(runtime, library, reactor, default_size=options["warm"],
                     max_instances=options["max-programs"])
+    agent_stats = AgentStats(reactor.seconds)
+    runtimes = {"node": pool, **agent_runtimes(reactor, store, agent_stats)}
     router = Router(
-        reactor, library, RuntimeSwitch(library, {"node": pool}), store,
+        reactor, library, RuntimeSwitch(library, runtimes), store,
         idle_timeout=options["idle-timeout"], max_programs=options["max-programs"],
         kill_grace=options["kill-grace"], background_limit=options["background-limit"],
     )
@@ -221,11 +226,24 @@ def makeService(options: Options, reactor: Any = None) -> LibchatService:
     for description in options["front"]:
         listener(reactor, "front", "front", description, front_factory).setServiceParent(top)
     FlushService(store, options["flush-interval"], reactor).setServiceParent(top)
-    make_web_service(options, reactor, router).setServiceParent(top)
+    make_web_service(options, reactor, router, agent_stats).setServiceParent(top)
     return top
 
 
-def make_web_service(options: Options, reactor: Any, router: Router) -> Listener:
+def make_coze(section: dict[str, Any], api_key: str, clock: Any) -> Any:
+    """The Coze client, imported when a coze program is first found."""
+    from libchat.runtimes.agents.coze import CozeClient
+    return CozeClient(section, api_key, clock)
+
+
+def agent_runtimes(reactor: Any, store: Any, stats: AgentStats) -> dict[str, AgentRuntime]:
+    """The hosted-agent runtimes (docs/agents.md), by the name programs give."""
+    return {"dify": AgentRuntime("dify", reactor, DifyClient, store, stats),
+            "coze": AgentRuntime("coze", reactor, make_coze, store, stats)}
+
+
+def make_web_service(options: Options, reactor: Any, router: Router,
+                     agent_stats: AgentStats | None = None) -> Listener:
     """The ``--web`` listener (libchat.doors.web)."""
     log = Logger()
     secret = options["secret"]
@@ -239,7 +257,7 @@ def make_web_service(options: Options, reactor: Any, router: Router) -> Listener
         secret=secret, max_frame=options["max-frame"], rate=options["ws-rate"],
         max_per_user=options["ws-max-per-user"], ping=options["ws-ping"],
         pong=options["ws-pong"])
-    site = web.build(router, reactor, settings)
+    site = web.build(router, reactor, settings, agents=agent_stats)
     # REST bodies are bounded like frames (libchat.doors.web.rest)
     return listener(reactor, "web", "web", options["web"],
                     bounded_site(site.resource(), options["max-frame"]))

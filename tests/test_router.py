@@ -176,6 +176,27 @@ def test_exit_before_connect_is_program_failed(tmp_path: Path) -> None:
     assert w.up.events[-1]["reason"] == codes.PROGRAM_FAILED
 
 
+def test_a_failure_before_connecting_carries_its_detail(tmp_path: Path) -> None:
+    w = World(tmp_path)
+    w.send(user_message("hello"))
+    w.last().exit("http_error: HTTP 401")
+    assert (w.up.events[-1]["reason"], w.up.events[-1]["detail"]) == (
+        codes.PROGRAM_FAILED, "http_error: HTTP 401")
+
+
+def test_an_instance_busy_for_one_message_is_told_and_not_recorded(tmp_path: Path) -> None:
+    w = World(tmp_path)
+    w.send(user_message("hello"))
+    w.last().connect()
+    seq = w.router.info("d1").seq
+    w.last().say(codes.error(codes.BUSY, "queue full", message_id="m1"))
+    busy = w.up.events[-1]
+    assert (busy["event_type"], busy["code"], busy["message_id"], busy["dialog_id"]) == (
+        codes.ERROR, codes.BUSY, "m1", "d1")
+    assert w.router.info("d1").seq == seq  # nothing recorded; still bound
+    assert w.store.get("d1").state == FOREGROUND
+
+
 def test_exit_mid_dialog_is_program_exited_and_next_message_starts_anew(
         tmp_path: Path) -> None:
     w = World(tmp_path)

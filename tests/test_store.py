@@ -65,6 +65,16 @@ class TestJsonFileStore(LogCheckMixin, SynchronousTestCase):
         assert {r.dialog_id for r in again.load()} == {"d1", "d2"}
         assert again.memory_get("u1", "hello", "name") == "new"  # newest save wins
 
+    def test_a_kept_conversation_id_survives_a_crash_through_the_journal(self) -> None:
+        tmp_path = tmp_dir(self)
+        store = self.make(tmp_path)
+        store.add(record())
+        self_result(store.flush())
+        store.conversation_set("d1", "dify", "conv-1")  # journaled, no snapshot since
+        again = JsonFileStore(tmp_path / "data")
+        again.load()
+        assert again.conversation_get("d1", "dify") == "conv-1"
+
     def test_a_corrupt_file_is_skipped_not_fatal(self) -> None:
         tmp_path = tmp_dir(self)
         self.allow_log("skipping unreadable dialog file")

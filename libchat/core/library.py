@@ -37,16 +37,18 @@ class Program:
     patterns: tuple[re.Pattern[str], ...] = ()
     warm: int | None = None
     runtime: str = DEFAULT_RUNTIME
+    # the whole "libchat" section (a hosted agent's settings, docs/agents.md)
+    section: dict[str, Any] = attrs.field(factory=dict, eq=False, hash=False, repr=False)
 
 
 def read_program(directory: Path, log: Logger) -> Program | None:
     """A :class:`Program` for a directory, or None if it is not one."""
     name = directory.name
     entry = directory / f"{name}.js"
-    if not valid_intent(name) or not entry.is_file():
+    manifest = directory / "package.json"
+    if not valid_intent(name) or not (entry.is_file() or manifest.is_file()):
         return None
     rules: dict[str, Any] = {}
-    manifest = directory / "package.json"
     if manifest.is_file():
         try:
             rules = json.loads(manifest.read_text("utf-8")).get("libchat") or {}
@@ -69,6 +71,10 @@ def read_program(directory: Path, log: Logger) -> Program | None:
         log.error("program {program}: ignoring it: \"runtime\" must be a name, not {value!r}",
                   program=name, value=runtime)
         return None
+    if not entry.is_file():
+        if runtime == DEFAULT_RUNTIME:
+            return None  # a package.json alone is a program only for another runtime
+        entry = manifest  # a hosted agent: its package.json is all there is
     return Program(
         name=name,
         directory=directory.resolve(),
@@ -79,6 +85,7 @@ def read_program(directory: Path, log: Logger) -> Program | None:
         warm=int(warm) if isinstance(warm, int) and not isinstance(warm, bool) and warm >= 0
         else None,
         runtime=runtime,
+        section=dict(rules),
     )
 
 
@@ -103,22 +110,42 @@ class ProgramLibrary:
         self._programs: dict[str, Program] | None = None
         self._runtimes: frozenset[str] | None = None  # None: any
         self._refused: set[tuple[str, str]] = set()
+        self._checks: dict[str, Callable[[Program], str | None]] = {}
+        self._unavailable: dict[str, str] = {}
 
     def accept_runtimes(self, names: Any) -> None:
         """Only list programs whose runtime is one of ``names`` (set by the
         runtime switch); the others are logged once and never chosen."""
         self._runtimes = frozenset(names)
+        # a runtime may check its programs (a hosted agent's key must be readable)
+        table = names if isinstance(names, dict) else {}
+        self._checks = {n: r.check for n, r in table.items()
+                        if callable(getattr(r, "check", None))}
         self._programs = None  # the next lookup scans with the new rule
 
     def _accepted(self, program: Program) -> bool:
-        if self._runtimes is None or program.runtime in self._runtimes:
+        if self._runtimes is not None and program.runtime not in self._runtimes:
+            if (program.name, program.runtime) not in self._refused:
+                self._refused.add((program.name, program.runtime))
+                self.log.error("program {program}: unknown runtime {runtime!r} (known: "
+                               "{known}); it is not served", program=program.name,
+                               runtime=program.runtime, known=", ".join(sorted(self._runtimes)))
+            return False
+        check = self._checks.get(program.runtime)
+        why = check(program) if check is not None else None
+        if why is None:
+            self._unavailable.pop(program.name, None)
             return True
-        if (program.name, program.runtime) not in self._refused:
-            self._refused.add((program.name, program.runtime))
-            self.log.error("program {program}: unknown runtime {runtime!r} (known: {known}); "
-                           "it is not served", program=program.name, runtime=program.runtime,
-                           known=", ".join(sorted(self._runtimes)))
+        if self._unavailable.get(program.name) != why:  # one line per reason, not per scan
+            self.log.error("program {program}: unavailable: {why}", program=program.name,
+                           why=why)
+        self._unavailable[program.name] = why
         return False
+
+    def unavailable(self) -> dict[str, str]:
+        """{program: why} for programs found but not served (never chosen)."""
+        self.programs()
+        return dict(self._unavailable)
 
     def scan(self) -> dict[str, Program]:
         """Read every directory now; a directory that cannot be read is logged

@@ -212,6 +212,13 @@ class Policy:
             return
         dialog = binding.dialog
         background = binding.role == BACKGROUND_ROLE
+        if etype == codes.ERROR and event.get("code") == codes.BUSY:
+            # a runtime without a process refuses one message (a hosted agent's
+            # queue is full): the user is told, nothing is recorded
+            self._delivery.deliver(dialog, codes.error(
+                codes.BUSY, str(event.get("message") or "busy"),
+                dialog_id=dialog.record.dialog_id, message_id=event.get("message_id")))
+            return
         if etype == codes.REPLY:
             self._emit(dialog, codes.REPLY, message_id=event.get("message_id"),
                        messages=event["messages"], program=instance.program,
@@ -268,4 +275,6 @@ class Policy:
                       dialog_id=dialog.record.dialog_id, detail=detail)
         if dialog.foreground is instance:
             self._release(dialog)
-            self._emit(dialog, codes.ENDED, program=instance.program, reason=reason)
+            # a failed start or a hosted agent's failed turn says why (docs/agents.md)
+            self._emit(dialog, codes.ENDED, program=instance.program, reason=reason,
+                       detail=detail if reason == codes.PROGRAM_FAILED and detail else None)

@@ -55,6 +55,20 @@ class MemoryStore:
             self.changed(record)
         return defer.succeed(None)
 
+    def conversation_get(self, dialog_id: str, program: str) -> str | None:
+        record = self._records.get(dialog_id)
+        return None if record is None else record.conversations.get(program)
+
+    def conversation_set(self, dialog_id: str, program: str, conversation_id: str | None) -> None:
+        record = self._records.get(dialog_id)
+        if record is None or record.conversations.get(program) == conversation_id:
+            return
+        kept = {k: v for k, v in record.conversations.items() if k != program}
+        if conversation_id:
+            kept[program] = conversation_id
+        record.conversations = kept  # a new dict: the journal's delta sees the change
+        self.changed(record)
+
     def _remember(self, user_id: str, program: str, key: str, value: Any, at: float) -> None:
         """Index a save unless a newer one of the same slot is known (replay
         and loading meet saves out of order)."""

@@ -30,6 +30,9 @@ class DialogRecord:
     # {program: {key: {"value": <json>, "at": <unix time>}}}: saved in this dialog
     memory: dict[str, dict[str, dict[str, Any]]] = attrs.Factory(dict)
     seq: int = 0
+    # {program: conversation id}: a hosted agent's conversation kept for this
+    # dialog (docs/agents.md); replaced, never mutated, so deltas see it change
+    conversations: dict[str, str] = attrs.Factory(dict)
 
     def append(self, entry: dict[str, Any], now: float) -> dict[str, Any]:
         """Add a transcript entry with the next ``seq`` (1, 2, ...)."""

@@ -282,3 +282,29 @@ class TestWarmPoolOverNode(RuntimeContract):
         instance = self.start(h, Owner())
         assert instance.instance_id in before and instance.dialog_id == "d1"
         yield instance.stop().addTimeout(TIMEOUT, reactor)
+
+
+class AgentHarness(Harness):
+    """The agent runtime with an echoing client (no HTTP: tests/agents has those)."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        from libchat.runtimes.agents.runtime import AgentRuntime
+        from libchat.storage.memory import MemoryStore
+        from tests.agents.fakes import ScriptedClient, echo
+
+        (tmp_path / "echo").mkdir()
+        (tmp_path / "echo" / "package.json").write_text(json.dumps(
+            {"libchat": {"runtime": "dify", "api_key": "k"}}))
+        self.runtime = AgentRuntime("dify", reactor, lambda *a: ScriptedClient(echo),
+                                    MemoryStore())
+        library = ProgramLibrary([tmp_path])
+        library.accept_runtimes({"dify": self.runtime})
+        assert library.get("echo") is not None
+
+    def quiet(self) -> defer.Deferred[None]:
+        return task.deferLater(reactor, 0.05, lambda: None)
+
+
+class TestAgentRuntime(RuntimeContract):
+    def make_harness(self, tmp_path: Path) -> Harness:
+        return AgentHarness(tmp_path)

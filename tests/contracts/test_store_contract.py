@@ -57,6 +57,18 @@ class StoreContract:
     def test_load_of_a_fresh_store_finds_nothing(self, store: Any) -> None:
         assert store.load() == [] and store.pending() == {}
 
+    def test_conversation_ids_are_kept_per_dialog_and_program(self, store: Any) -> None:
+        store.add(record())
+        assert store.conversation_get("d1", "dify") is None
+        store.conversation_set("d1", "dify", "c-1")
+        store.conversation_set("d1", "coze", "c-2")
+        store.conversation_set("nope", "dify", "c-3")  # no record: nothing kept
+        assert store.conversation_get("d1", "dify") == "c-1"
+        assert store.conversation_get("d1", "coze") == "c-2"
+        assert store.conversation_get("nope", "dify") is None
+        store.conversation_set("d1", "dify", None)
+        assert store.get("d1").conversations == {"coze": "c-2"}
+
     def test_memory_is_scoped_by_user_and_program(self, store: Any) -> None:
         store.add(record())
         store.memory_set("u1", "hello", "name", "Bob", "d1", 5.0)

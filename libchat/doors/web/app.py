@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import attrs
 from autobahn.twisted.resource import WebSocketResource
@@ -123,7 +124,7 @@ class WebApp:
 
 
 def build(router: IRouter, clock: IReactorTime, settings: WebSettings,
-          now: Callable[[], float] | None = None) -> WebApp:
+          now: Callable[[], float] | None = None, agents: Any = None) -> WebApp:
     """The web front doors of ``router``; the gateway is attached to it. The
     metrics read the router as :class:`~libchat.interfaces.IRouterStats`."""
     now = now or clock.seconds
@@ -135,5 +136,5 @@ def build(router: IRouter, clock: IReactorTime, settings: WebSettings,
                            max_frame=settings.max_frame, ping=settings.ping, pong=settings.pong)
     rest = ChatAPI(gateway, auth, now, max_body=settings.max_frame, rate=settings.rate)
     metrics = Metrics(IRouterStats(router), now, connections=registry.count,
-                      users=registry.users, waiting=gateway.waiting)
+                      users=registry.users, waiting=gateway.waiting, agents=agents)
     return WebApp(gateway, auth, registry, ws, rest, metrics)

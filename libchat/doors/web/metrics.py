@@ -12,7 +12,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric)
 
 from libchat.protocol import codes
 from libchat.interfaces import IRouterStats
@@ -59,10 +60,46 @@ class _LiveGauges:
                                 value=self.waiting())
 
 
+class _AgentFigures:
+    """Hosted agent programs' figures (libchat.runtimes.agents.stats), read
+    at scrape time: ``agents.programs`` maps a program to its numbers."""
+
+    def __init__(self, agents: Any) -> None:
+        self.agents = agents
+
+    def collect(self) -> Iterable[Metric]:
+        programs = sorted(self.agents.programs.items())
+        turns = CounterMetricFamily("libchat_agent_turns", "Agent turns finished.",
+                                    labels=["program", "outcome"])
+        failures = CounterMetricFamily("libchat_agent_failures",
+                                       "Agent turns failed, by reason.",
+                                       labels=["program", "reason"])
+        retries = CounterMetricFamily("libchat_agent_retries",
+                                      "Agent requests retried (429/5xx).", labels=["program"])
+        flying = GaugeMetricFamily("libchat_agent_in_flight",
+                                   "Agent turns in flight now.", labels=["program"])
+        latency = HistogramMetricFamily("libchat_agent_turn_seconds",
+                                        "Seconds from a turn's start to its answer.",
+                                        labels=["program"])
+        first = HistogramMetricFamily("libchat_agent_first_byte_seconds",
+                                      "Seconds from a turn's start to the agent's first event.",
+                                      labels=["program"])
+        for name, s in programs:
+            turns.add_metric([name, "answered"], s.answered)
+            turns.add_metric([name, "failed"], s.turns - s.answered)
+            for reason, n in sorted(s.failures.items()):
+                failures.add_metric([name, reason], n)
+            retries.add_metric([name], s.retries)
+            flying.add_metric([name], s.in_flight)
+            latency.add_metric([name], s.latency.cumulative(), s.latency.total)
+            first.add_metric([name], s.first_byte.cumulative(), s.first_byte.total)
+        yield from (turns, failures, retries, flying, latency, first)
+
+
 class Metrics:
     def __init__(self, router: IRouterStats, now: Callable[[], float], *,
                  connections: Callable[[], int], users: Callable[[], int],
-                 waiting: Callable[[], int]) -> None:
+                 waiting: Callable[[], int], agents: Any = None) -> None:
         self.now = now
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
@@ -79,6 +116,8 @@ class Metrics:
                                "Seconds from a user message to the first reply of its dialog.",
                                buckets=LATENCY_BUCKETS, registry=r)
         r.register(_LiveGauges(router, connections, users, waiting))
+        if agents is not None:
+            r.register(_AgentFigures(agents))
         self._asked: dict[str, float] = {}  # dialog_id -> when its 1001 came in
         # labels() costs ~7 us a call: on the per-message path, keep the children
         self._event_counters: dict[tuple[str, Any], Any] = {}
