@@ -63,6 +63,8 @@ class FakeCoze:
         self.reply = reply
         self.messages: list[dict[str, Any]] | None = None  # None: the standard list
         self.last_error = {"code": 0, "msg": ""}
+        self.create_answer: dict[str, Any] | None = None   # a JSON body for creates
+        self.dropped = 0                       # streams the client hung up on
         self._next = 7400000000000000001
         self._chats: dict[str, dict[str, Any]] = {}
         self._waiters: list[tuple[str, int, defer.Deferred[None]]] = []
@@ -168,6 +170,8 @@ class FakeCoze:
         if status != 200:
             return self._json(request, {"code": 4100 if status == 401 else 5000,
                                         "msg": f"fake says {status}"}, status)
+        if self.create_answer is not None:
+            return self._json(request, self.create_answer)
         conversation_id = request.args.get(b"conversation_id", [b""])[-1].decode() or self._id()
         chat = self.chat(self._id(), conversation_id, "created")
         self._chats[chat["id"]] = {"chat": chat, "polls": list(self.polls)}
@@ -177,7 +181,7 @@ class FakeCoze:
         request.setHeader(b"content-type", b"text/event-stream")
         request.setHeader(b"cache-control", b"no-cache")
         gone = request.notifyFinish()
-        gone.addErrback(lambda _: None)
+        gone.addErrback(self._drop)
         for item in self.standard_stream(chat) if self.stream is None else self.stream:
             if gone.called:
                 return None
@@ -191,6 +195,9 @@ class FakeCoze:
             text = data if isinstance(data, str) else json.dumps(data)
             request.write(f"event:{name}\ndata:{text}\n\n".encode())
         return b""
+
+    def _drop(self, _: Any) -> None:
+        self.dropped += 1
 
     @app.route("/v3/chat/retrieve", methods=["POST"])
     def retrieve(self, request: Any) -> Any:

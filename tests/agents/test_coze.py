@@ -15,6 +15,7 @@ from zope.interface.verify import verifyObject
 from libchat.runtimes.agents.client import (AGENT_ERROR, HTTP_ERROR, PROTOCOL, TIMEOUT, AgentError,
                                             AgentTurn, IAgentClient)
 from libchat.runtimes.agents.coze import ChatStream, CozeClient, answer_parts
+from libchat.runtimes.agents.sse import SSEParser
 from tests.agents.fake_coze import STALL, FakeCoze, Pause
 
 KEY = "pat_SECRET_do_not_leak"
@@ -33,6 +34,10 @@ def recorded(fake: FakeCoze, reply: str = "Hello there!") -> list[tuple[str, str
             for name, data in fake.standard_stream(chat)]
 
 
+def sse_bytes(pairs: list[tuple[str, str]]) -> bytes:
+    return b"".join(f"event:{n}\ndata:{d}\n\n".encode() for n, d in pairs)
+
+
 def consume(pairs: list[tuple[str, str]]) -> tuple[Any, list[tuple[str, str | None]]]:
     tasks: list[tuple[str, str | None]] = []
     chat = ChatStream(lambda t, c: tasks.append((t, c)))
@@ -48,6 +53,17 @@ def test_stream_consumer_merges_the_standard_sequence_and_names_the_task() -> No
     assert answer.content == "Hello there!"
     assert answer.conversation_id == "7400000000000000003"
     assert tasks == [("7400000000000000002", "7400000000000000003")]
+
+
+@pytest.mark.parametrize("step", [1, 7, 4096])
+def test_stream_bytes_split_anywhere_give_the_same_answer(step: int) -> None:
+    data = sse_bytes(recorded(FakeCoze(None, task.Clock())))
+    chat = ChatStream(lambda t, c: None)
+    parser = SSEParser(chat.event)
+    for i in range(0, len(data), step):
+        parser.feed(data[i:i + step])
+    parser.close()
+    assert chat.done and chat.answer().content == "Hello there!"
 
 
 def test_completed_message_wins_over_its_deltas() -> None:
@@ -287,6 +303,44 @@ async def test_cancelling_the_turn_aborts_the_stream(fake: FakeCoze) -> None:
     with pytest.raises(defer.CancelledError):
         await d
     assert tasks == [("71", "72")]
+    for _ in range(400):                       # bounded: the server sees the hang-up
+        if fake.dropped:
+            break
+        await task.deferLater(_reactor(), 0.005, lambda: None)
+    assert fake.dropped == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_stalled_stream_is_hung_up_on_at_timeout(fake: FakeCoze) -> None:
+    client = await client_for(fake, timeout=0.2)
+    fake.stream = [("conversation.chat.created", fake.chat("71", "72", "created")), STALL]
+    await failure_of(client.turn(turn(), lambda t, c: None))
+    for _ in range(400):
+        if fake.dropped:
+            break
+        await task.deferLater(_reactor(), 0.005, lambda: None)
+    assert fake.dropped == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_sse_line_over_1_mib_fails_the_turn(fake: FakeCoze) -> None:
+    client = await client_for(fake)
+    fake.stream = [("conversation.chat.created", fake.chat("71", "72", "created")),
+                   ("conversation.message.delta", "x" * ((1 << 20) + 16))]
+    error = await failure_of(client.turn(turn(), lambda t, c: None))
+    assert error.reason == PROTOCOL
+
+
+@pytest.mark.parametrize("stream", [True, False])
+@pytest_twisted.ensureDeferred
+async def test_a_code_in_a_200_json_body_fails_the_turn(fake: FakeCoze, stream: bool) -> None:
+    """Coze answers some errors (a bad token) with HTTP 200 and ``{"code","msg"}``,
+    to a streamed request as well."""
+    client = await client_for(fake, stream=stream)
+    fake.create_answer = {"code": 4100, "msg": "authentication is invalid"}
+    error = await failure_of(client.turn(turn(), lambda t, c: None))
+    assert error.reason == AGENT_ERROR and "authentication is invalid" in error.detail
+    assert "4100" in error.detail and not error.retryable
 
 
 @pytest_twisted.ensureDeferred
@@ -347,18 +401,3 @@ async def test_non_stream_failed_chat_fails_the_turn(fake: FakeCoze) -> None:
     error = await failure_of(d)
     assert error.reason == AGENT_ERROR and "bot not published" in error.detail
     assert fake.count("/v3/chat/message/list") == 0
-
-
-@pytest_twisted.ensureDeferred
-async def test_non_stream_code_in_a_200_body_fails_the_turn(fake: FakeCoze) -> None:
-    client = await client_for(fake, stream=False)
-    fake.statuses = []
-    original = fake._json
-
-    def coded(request: Any, obj: Any, code: int = 200) -> bytes:
-        return original(request, {"code": 4100, "msg": "authentication is invalid"}, code)
-
-    fake._json = coded  # type: ignore[method-assign]
-    error = await failure_of(client.turn(turn(), lambda t, c: None))
-    assert error.reason == AGENT_ERROR and "authentication is invalid" in error.detail
-    assert "4100" in error.detail
