@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import treq as _treq
 from twisted.internet import error as netError
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
@@ -58,9 +59,7 @@ def answer_parts(message: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
     """The text and attachments one ``answer`` message shows the user."""
     content, kind = message.get("content") or "", message.get("content_type") or "text"
     attachments: list[dict[str, Any]] = []
-    if not isinstance(content, str):
-        return "", []
-    if kind == "card":
+    if not isinstance(content, str) or kind == "card":
         return "", []
     if kind == "object_string":
         try:
@@ -102,7 +101,8 @@ def merge_answers(messages: list[dict[str, Any]], conversation_id: str | None) -
 
 
 def _chat_error(chat: dict[str, Any], what: str) -> AgentError:
-    last = chat.get("last_error") if isinstance(chat.get("last_error"), dict) else {}
+    last = chat.get("last_error")
+    last = last if isinstance(last, dict) else {}
     msg, code = last.get("msg") or what, last.get("code")
     return AgentError(AGENT_ERROR, f"coze chat {what}: {msg}" + (f" (code {code})" if code else ""))
 
@@ -201,7 +201,7 @@ class _Body(Protocol):
 
     def _abort(self, _: Deferred[None]) -> None:
         if self.transport is not None:
-            self.transport.stopProducing()
+            cast(IPushProducer, self.transport).stopProducing()
 
     def dataReceived(self, data: bytes) -> None:
         if self.finished.called:
