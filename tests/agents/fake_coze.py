@@ -79,8 +79,9 @@ class FakeCoze:
         return f"http://127.0.0.1:{self._port.getHost().port}"
 
     async def stop(self) -> None:
-        if self._port is not None:
-            await self._port.stopListening()
+        port, self._port = self._port, None
+        if port is not None:
+            await port.stopListening()
         for channel in self._site.channels if self._site else []:
             if getattr(channel, "transport", None) is not None:
                 channel.transport.abortConnection()

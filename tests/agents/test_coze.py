@@ -401,3 +401,29 @@ async def test_non_stream_failed_chat_fails_the_turn(fake: FakeCoze) -> None:
     error = await failure_of(d)
     assert error.reason == AGENT_ERROR and "bot not published" in error.detail
     assert fake.count("/v3/chat/message/list") == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_non_stream_chat_in_progress_past_poll_timeout_times_out_and_is_cancelled(
+        fake: FakeCoze) -> None:
+    clock = task.Clock()
+    fake.polls = ["in_progress"]
+    client = await client_for(fake, clock, stream=False, poll_timeout=3)
+    tasks: list[Any] = []
+    d = client.turn(turn(), lambda t, c: tasks.append((t, c)))
+    await drive(clock, d)
+    error = await failure_of(d)
+    assert error.reason == TIMEOUT
+    assert 3 <= fake.count("/v3/chat/retrieve") <= 4
+    await fake.requested("/v3/chat/cancel")
+    (cancel,) = [r for r in fake.requests if r.path == "/v3/chat/cancel"]
+    assert cancel.body == {"chat_id": tasks[0][0], "conversation_id": tasks[0][1]}
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_refused_connection_is_retryable(fake: FakeCoze) -> None:
+    base = await fake.start()
+    await fake.stop()
+    client = CozeClient({"base_url": base, "bot_id": "b"}, KEY, _reactor())
+    error = await failure_of(client.turn(turn(), lambda t, c: None))
+    assert (error.reason, error.retryable) == (HTTP_ERROR, True)
