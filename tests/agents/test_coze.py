@@ -427,3 +427,22 @@ async def test_a_refused_connection_is_retryable(fake: FakeCoze) -> None:
     client = CozeClient({"base_url": base, "bot_id": "b"}, KEY, _reactor())
     error = await failure_of(client.turn(turn(), lambda t, c: None))
     assert (error.reason, error.retryable) == (HTTP_ERROR, True)
+
+
+@pytest_twisted.ensureDeferred
+async def test_no_response_headers_in_time_is_a_timeout(fake: FakeCoze) -> None:
+    client = await client_for(fake, timeout=0.2)
+    fake.stream = [STALL]
+    error = await failure_of(client.turn(turn(), lambda t, c: None))
+    assert error.reason == TIMEOUT
+
+
+@pytest_twisted.ensureDeferred
+async def test_cancelling_before_the_response_headers_is_a_cancel(fake: FakeCoze) -> None:
+    client = await client_for(fake)
+    fake.stream = [STALL]
+    d = client.turn(turn(), lambda t, c: None)
+    await fake.requested("/v3/chat")
+    d.cancel()
+    with pytest.raises(defer.CancelledError):
+        await d

@@ -232,13 +232,31 @@ class _Watchdog:
         self.expired = False
 
     async def wait(self, d: Deferred[Any]) -> Any:
-        self._pending = d
+        """``d``'s result; a cancel (the watchdog's or the caller's) ends as
+        TIMEOUT or CancelledError, whatever ``d`` failed with once cancelled
+        (an Agent says ResponseNeverReceived)."""
+        cancelled = []
+
+        def cancel(_: Deferred[Any]) -> None:
+            cancelled.append(True)
+            d.cancel()
+
+        proxy: Deferred[Any] = Deferred(cancel)
+
+        def relay(result: Any) -> None:
+            if not proxy.called:
+                (proxy.errback if isinstance(result, Failure) else proxy.callback)(result)
+
+        d.addBoth(relay)
+        self._pending = proxy
         self.touch()
         try:
-            return await d
-        except CancelledError:
+            return await proxy
+        except BaseException:
             if self.expired:
                 raise AgentError(TIMEOUT, f"no byte from coze for {self._timeout:g} s") from None
+            if cancelled:
+                raise CancelledError() from None
             raise
         finally:
             self._pending = None
