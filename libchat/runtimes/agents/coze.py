@@ -26,20 +26,16 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Callable, cast
+from typing import Any, Callable
 
 import treq as _treq
 from twisted.internet import error as netError
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.interfaces import IPushProducer
-from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
-from twisted.python.failure import Failure
-from twisted.web.client import ResponseDone
-from twisted.web.http import PotentialDataLoss
 from zope.interface import implementer
 
+from .body import BodyReader, Watchdog
 from .client import (AGENT_ERROR, HTTP_ERROR, PROTOCOL, TIMEOUT, AgentAnswer, AgentError,
                      AgentTurn, IAgentClient)
 from .sse import SSEError, SSEParser
@@ -191,91 +187,6 @@ class ChatStream:
         return merge_answers(messages, self.conversation_id)
 
 
-class _Body(Protocol):
-    """A response body fed chunk by chunk to ``sink``; cancelling ``finished``
-    aborts the connection (that is how a stalled or cancelled turn ends)."""
-
-    def __init__(self, sink: Callable[[bytes], None]) -> None:
-        self._sink = sink
-        self.finished: Deferred[None] = Deferred(self._abort)
-
-    def _abort(self, _: Deferred[None]) -> None:
-        if self.transport is not None:
-            cast(IPushProducer, self.transport).stopProducing()
-
-    def dataReceived(self, data: bytes) -> None:
-        if self.finished.called:
-            return
-        try:
-            self._sink(data)
-        except BaseException:
-            failure = Failure()
-            self._abort(self.finished)
-            self.finished.errback(failure)
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if self.finished.called:
-            return
-        if reason.check(ResponseDone, PotentialDataLoss):
-            self.finished.callback(None)
-        else:
-            self.finished.errback(reason)
-
-
-class _Watchdog:
-    """Fails the request in flight when no byte came for ``timeout`` seconds."""
-
-    def __init__(self, clock: Any, timeout: float) -> None:
-        self._clock, self._timeout = clock, timeout
-        self._pending: Deferred[Any] | None = None
-        self._call: Any = None
-        self.expired = False
-
-    async def wait(self, d: Deferred[Any]) -> Any:
-        """``d``'s result; a cancel (the watchdog's or the caller's) ends as
-        TIMEOUT or CancelledError, whatever ``d`` failed with once cancelled
-        (an Agent says ResponseNeverReceived)."""
-        cancelled = []
-
-        def cancel(_: Deferred[Any]) -> None:
-            cancelled.append(True)
-            d.cancel()
-
-        proxy: Deferred[Any] = Deferred(cancel)
-
-        def relay(result: Any) -> None:
-            if not proxy.called:
-                (proxy.errback if isinstance(result, Failure) else proxy.callback)(result)
-
-        d.addBoth(relay)
-        self._pending = proxy
-        self.touch()
-        try:
-            return await proxy
-        except BaseException:
-            if self.expired:
-                raise AgentError(TIMEOUT, f"no byte from coze for {self._timeout:g} s") from None
-            if cancelled:
-                raise CancelledError() from None
-            raise
-        finally:
-            self._pending = None
-            if self._call is not None and self._call.active():
-                self._call.cancel()
-            self._call = None
-
-    def touch(self) -> None:
-        if self._call is not None and self._call.active():
-            self._call.reset(self._timeout)
-        else:
-            self._call = self._clock.callLater(self._timeout, self._expire)
-
-    def _expire(self) -> None:
-        self.expired = True
-        if self._pending is not None:
-            self._pending.cancel()
-
-
 @implementer(IAgentClient)
 class CozeClient:
     """One Coze bot: ``section`` is the program's ``package.json`` ``"libchat"``
@@ -311,7 +222,7 @@ class CozeClient:
                 "additional_messages": [{"role": "user", "content": turn.query,
                                          "content_type": "text"}]}
         params = {"conversation_id": turn.conversation_id} if turn.conversation_id else None
-        watchdog = _Watchdog(self._clock, self._timeout)
+        watchdog = Watchdog(self._clock, self._timeout, "coze")
         response = await self._request(watchdog, "POST", "/v3/chat", params=params, json_body=body,
                                        retryable=True)
         if not self._stream or not _is_event_stream(response):
@@ -371,11 +282,11 @@ class CozeClient:
 
     async def _call(self, method: str, path: str, params: dict[str, str] | None,
                     json_body: Any, what: str) -> dict[str, Any]:
-        watchdog = _Watchdog(self._clock, self._timeout)
+        watchdog = Watchdog(self._clock, self._timeout, "coze")
         response = await self._request(watchdog, method, path, params=params, json_body=json_body)
         return await self._json(watchdog, response, what)
 
-    async def _request(self, watchdog: _Watchdog, method: str, path: str, *,
+    async def _request(self, watchdog: Watchdog, method: str, path: str, *,
                        params: dict[str, str] | None = None, json_body: Any = None,
                        retryable: bool = False) -> Any:
         headers = {"Authorization": [f"Bearer {self._key}"],
@@ -407,7 +318,7 @@ class CozeClient:
         raise AgentError(HTTP_ERROR, detail, status=response.code,
                          retryable=retryable and (response.code == 429 or response.code >= 500))
 
-    async def _json(self, watchdog: _Watchdog, response: Any, what: str) -> dict[str, Any]:
+    async def _json(self, watchdog: Watchdog, response: Any, what: str) -> dict[str, Any]:
         body = _load(await self._bounded(watchdog, response, MAX_BODY), what)
         if not isinstance(body, dict):
             raise AgentError(PROTOCOL, f"coze {what} is not an object")
@@ -416,7 +327,7 @@ class CozeClient:
                              f" (code {body.get('code')})")
         return body
 
-    async def _bounded(self, watchdog: _Watchdog, response: Any, limit: int) -> bytes:
+    async def _bounded(self, watchdog: Watchdog, response: Any, limit: int) -> bytes:
         chunks: list[bytes] = []
         size = 0
 
@@ -431,8 +342,8 @@ class CozeClient:
         await self._read(watchdog, response, sink)
         return b"".join(chunks)
 
-    async def _read(self, watchdog: _Watchdog, response: Any, sink: Callable[[bytes], None]) -> None:
-        body = _Body(sink)
+    async def _read(self, watchdog: Watchdog, response: Any, sink: Callable[[bytes], None]) -> None:
+        body = BodyReader(sink)
         response.deliverBody(body)
         try:
             await watchdog.wait(body.finished)
