@@ -19,6 +19,10 @@ an image attachment (the text keeps it). A ``card`` answer (a Coze card
 template, meaningless outside Coze) is not shown. Several answer messages
 (a workflow with message nodes) are joined with a blank line.
 
+The user's message is sent as ``content_type`` ``text`` (CONTRACT §11): a
+1001's attachments are not forwarded. A non-streamed chat still in progress
+after ``poll_timeout`` (default 300 s) is cancelled and fails as TIMEOUT.
+
 The key goes only into the ``Authorization`` header: never into a log line
 or an :class:`AgentError` detail."""
 
