@@ -54,8 +54,10 @@ class _Site(Site):
 class FakeCoze:
     app = Klein()
 
-    def __init__(self, reactor: Any, clock: Any = None, reply: str = "Hello there!") -> None:
+    def __init__(self, reactor: Any, clock: Any = None, reply: str = "Hello there!",
+                 key: str | None = None) -> None:
         self.reactor, self.clock = reactor, clock or reactor
+        self.key = key  # with a key, a request without "Bearer <key>" gets Coze's 401
         self.requests: list[Recorded] = []
         self.statuses: list[int] = []          # HTTP statuses for the next creates
         self.stream: list[Any] | None = None   # None: the standard sequence for `reply`
@@ -167,6 +169,10 @@ class FakeCoze:
     @app.route("/v3/chat", methods=["POST"])
     async def create(self, request: Any) -> Any:
         body = self._record(request)
+        if self.key is not None and (request.getHeader("authorization")
+                                     != f"Bearer {self.key}"):
+            return self._json(request, {"code": 4101, "msg": "The token you entered is "
+                                        "incorrect. Please double-check and try again."}, 401)
         status = self.statuses.pop(0) if self.statuses else 200
         if status != 200:
             return self._json(request, {"code": 4100 if status == 401 else 5000,
