@@ -18,7 +18,7 @@ import attrs
 COMMON = {"runtime", "keywords", "patterns", "description", "warm", "base_url", "api_key",
           "api_key_file", "api_key_env", "timeout", "max_concurrency", "single_turn"}
 KEYS = {"dify": COMMON | {"response_mode", "inputs"},
-        "coze": COMMON | {"bot_id", "stream"}}
+        "coze": COMMON | {"bot_id", "stream", "poll_timeout"}}
 DEFAULT_TIMEOUT = 100.0
 DEFAULT_CONCURRENCY = 16
 DEFAULT_URL = {"dify": "https://api.dify.ai/v1", "coze": "https://api.coze.com"}
@@ -97,6 +97,7 @@ def agent_settings(runtime: str, section: Mapping[str, Any], base: Path,
             raise Unavailable("bot_id must be a non-empty string")
         if not isinstance(section.get("stream", True), bool):
             raise Unavailable("stream must be true or false")
+        _number(section, "poll_timeout", 300.0, False)
     single = section.get("single_turn", False)
     if not isinstance(single, bool):
         raise Unavailable("single_turn must be true or false")
