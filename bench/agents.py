@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -118,6 +119,7 @@ def main() -> int:
         if lc is not None:
             lc.close()
         fake.close()
+        shutil.rmtree(work, ignore_errors=True)  # the bench leaves nothing behind
     ms = {k: {p: percentile(v, p) * 1000 for p in (50, 99)} for k, v in samples.items()}
     added = {p: ms["libchat"][p] - ms["direct"][p] for p in (50, 99)}
     added1 = {p: ms["libchat1"][p] - ms["direct1"][p] for p in (50, 99)}
