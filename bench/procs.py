@@ -4,85 +4,52 @@ reference echo server, the load generator; and what /proc says about them."""
 from __future__ import annotations
 
 import json
-import os
-import queue
-import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from tests import launcher
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 VENV_BIN = Path(sys.executable).parent
 
 
-class Proc:
-    """A child whose stdout lines are read by a thread, so waits are bounded."""
+class Proc(launcher.Process):
+    """A child whose output lines a thread reads (the tests' launcher), so
+    waits are bounded; started by the constructor."""
 
     def __init__(self, argv: list[str], *, stdin: bool = False, cwd: Path = ROOT,
                  env: dict[str, str] | None = None) -> None:
-        self.argv = argv
-        self.popen = subprocess.Popen(
-            argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL, text=True, bufsize=1)
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        self.log: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        super().__init__(argv, cwd=cwd, env=env, stdin=stdin)
+        self.spawn()
 
     @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def _read(self) -> None:
-        assert self.popen.stdout is not None
-        for line in self.popen.stdout:
-            self.log.append(line)
-            self.lines.put(line)
-        self.lines.put(None)
+    def log(self) -> list[str]:
+        return self.lines
 
     def wait_line(self, text: str, timeout: float) -> str:
         """The first (new) line containing ``text``; fails after ``timeout``."""
-        end = time.monotonic() + timeout
-        while True:
-            try:
-                line = self.lines.get(timeout=max(0.0, end - time.monotonic()))
-            except queue.Empty:
-                raise TimeoutError(f"{self.argv[0]}: no {text!r} within {timeout}s") from None
-            if line is None:
-                raise RuntimeError(f"{self.argv[:3]} exited: {''.join(self.log[-20:])}")
-            if text in line:
-                return line
+        return self.wait_for(text, timeout)
 
     def result(self, timeout: float) -> Any:
         """Wait for exit; the last stdout line parsed as JSON."""
+        assert self.popen is not None
         try:
             self.popen.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
             raise
-        self._reader.join(10)
+        self.join_output(10)
         if self.popen.returncode != 0:
             raise RuntimeError(f"{' '.join(self.argv[:3])} failed ({self.popen.returncode}):\n"
-                               + "".join(self.log[-30:]))
-        return json.loads(next(ln for ln in reversed(self.log) if ln.startswith("{")))
-
-    def stop(self, timeout: float = 30.0) -> int | None:
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        return self.popen.returncode
+                               + self.tail(30))
+        return json.loads(next(ln for ln in reversed(self.lines) if ln.startswith("{")))
 
     def kill(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.kill()
-            self.popen.wait()
+        self.kill9()
 
 
 def node(script: str, *args: str, stdin: bool = False) -> Proc:
@@ -93,20 +60,21 @@ def loadgen(config: dict[str, Any], timeout: float = 600.0) -> Any:
     return node("loadgen.js", json.dumps(config)).result(timeout)
 
 
-class Libchat(Proc):
-    """``twistd -n libchat`` with the bench programs, its front on a Unix socket."""
+class Libchat(launcher.Libchat):
+    """``twistd -n libchat`` with the bench programs, its front on a Unix socket
+    (the tests' launcher: bounded readiness, SIGTERM then SIGKILL)."""
 
     def __init__(self, workdir: Path, *extra: str) -> None:
         self.front = workdir / "front.sock"
-        data = workdir / "data"
-        data.mkdir(parents=True, exist_ok=True)
-        super().__init__([
-            str(VENV_BIN / "twistd"), "-n", "--pidfile=", "libchat",
-            "--front", f"unix:{self.front}", "--api", "tcp:0:interface=127.0.0.1",
-            "--programs", str(HERE / "programs"), "--data", str(data),
-            "--runtime-dir", str(workdir), "--max-programs", "2000", *extra])
-        self.wait_line("libchat ready", 60)
+        super().__init__(workdir, "--front", f"unix:{self.front}",
+                         "--max-programs", "2000", *extra, programs=HERE / "programs",
+                         runtime_dir=workdir, cwd=ROOT)
+        self.start(60)
         self.target = {"kind": "front", "path": str(self.front)}
+
+    @property
+    def log(self) -> list[str]:
+        return self.lines
 
     def shutdown(self, timeout: float = 60.0) -> dict[str, Any]:
         """SIGTERM, then what a clean stop looks like: twistd logs "Server Shut
@@ -114,23 +82,9 @@ class Libchat(Proc):
         no program instance outlives it."""
         kids = self.children()
         status = self.stop(timeout)
-        self._reader.join(10)
         alive = [p for p in kids if Path(f"/proc/{p}").exists()]
-        return {"status": status, "clean": any("Server Shut Down." in ln for ln in self.log)
+        return {"status": status, "clean": any("Server Shut Down." in ln for ln in self.lines)
                 and not alive, "instances_left": len(alive)}
-
-    def children(self) -> list[int]:
-        """Pids of the program instances (direct children of twistd)."""
-        found = []
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    stat = Path(f"/proc/{entry}/stat").read_text()
-                except OSError:
-                    continue
-                if int(stat.rsplit(")", 1)[1].split()[1]) == self.pid:
-                    found.append(int(entry))
-        return found
 
 
 def memory(pid: int) -> dict[str, int] | None:

@@ -122,7 +122,7 @@ def memory(server: procs.Libchat, size: dict[str, Any]) -> dict[str, Any]:
         used_mem = [m for m in map(procs.memory, used) if m]
         live_rss = procs.rss(server.pid)
     finally:
-        assert hold.popen.stdin is not None
+        assert hold.popen is not None and hold.popen.stdin is not None
         hold.popen.stdin.close()
     hold.result(120)
     rss0 = procs.rss(server.pid)

@@ -129,7 +129,16 @@ class IRouter(Interface):
 
 
 class IRouterStats(Interface):
-    """Read at scrape time by the metrics door; never on the per-message path."""
+    """Read at scrape time by the metrics door; never on the per-message path
+    (except the two observer lists, which must stay cheap)."""
+
+    observers = Attribute(
+        "list of callables (direction, event): called with ('in', event) for "
+        "every event received from an upstream and ('out', event) for every "
+        "event delivered or kept for one (counters, latencies).")
+    instance_observers = Attribute(
+        "list of callables (what, program, detail): ('start', program, None), "
+        "('connected', program, seconds since start), ('stop', program, reason).")
 
     def live_dialogs() -> int:
         """Dialogs that have a foreground instance now."""
@@ -234,6 +243,13 @@ class IStore(Interface):
                    dialog_id: str, now: float) -> Any:
         """Save a value (and note it in the dialog's record); returns a
         Deferred that fires when the value is durable."""
+
+    def conversation_get(dialog_id: str, program: str) -> str | None:
+        """The hosted agent's conversation id kept for (dialog, program), or None."""
+
+    def conversation_set(dialog_id: str, program: str, conversation_id: str | None) -> None:
+        """Keep (or with None forget) it in the dialog's record (journaled
+        like any record change; a dialog without a record keeps nothing)."""
 
     def flush() -> Any:
         """Write every changed record; returns a Deferred."""

@@ -37,7 +37,8 @@ def dumps_pretty(obj: Any) -> bytes:
     """Human-readable JSON for files operators open.
 
     orjson (indented, sorted keys) is ~20x faster than stdlib ``json`` here,
-    which matters: dialog files are written from the reactor thread (bench/).
+    which matters: dialog files are serialised in the store's flush thread,
+    and a slow encoder holds the GIL the reactor thread needs (bench/).
     Values orjson refuses (e.g. integers over 64 bits) fall back to stdlib.
     """
     if _orjson is not None:

@@ -1,55 +1,54 @@
-"""What pytest alone needs to run the trial test cases the way trial does.
+"""What every test gets: the log check, and trial-style cases in a tmp dir.
 
-The tests are ``twisted.trial`` test cases (trial runs them too); the log check
-lives in ``tests/logcheck.py``. Two differences between the runners remain:
+pytest (with pytest-twisted for anything asynchronous) is the one runner.
+Twisted's trial no longer runs this suite: it never collected the pytest-style
+half, and the old bridge that let async trial cases share pytest-twisted's
+reactor replaced trial's private ``TestCase._wait`` for the whole process
+(dropping its reentrancy guard and ``reactor.stop`` protection). Asynchronous
+tests are pytest functions (``@pytest_twisted.inlineCallbacks`` /
+``ensureDeferred``); synchronous trial ``SynchronousTestCase`` classes remain
+welcome, pytest runs them natively.
 
-- Working directory: trial runs in ``_trial_temp``, so ``self.mktemp()`` paths
-  land there. Under pytest each trial case runs in its own ``tmp_path`` instead
-  of the checkout.
-- The reactor: pytest-twisted runs the reactor in a greenlet. Once a
-  pytest-twisted test has started it, the reactor counts as running and trial's
-  own ``TestCase._wait`` (which calls ``reactor.run()``) breaks every later
-  Deferred-returning trial test (DirtyReactorAggregateError). Under pytest-twisted,
-  trial cases therefore wait by switching to that greenlet (``blockon``), so both
-  kinds of tests can share one session in any order.
+- Working directory: a trial case's ``self.mktemp()`` is relative to the
+  working directory, so each trial case runs in its own ``tmp_path``.
+- Artefacts: no test may leave a file in the checkout (only in tmp dirs or the
+  git-ignored ``tests/artifacts/``); the session fails if one appears.
+- The log check: plain tests get the autouse ``logged`` fixture, trial cases
+  mix in ``tests.logcheck.LogCheckMixin``; both fail a test that logged an
+  error it did not allow.
 """
 
 from __future__ import annotations
 
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from twisted.internet import defer
-from twisted.trial import _asynctest
 from twisted.trial.unittest import SynchronousTestCase
 
-try:
-    import pytest_twisted
-except ImportError:  # pragma: no cover - pytest-twisted is a test requirement
-    pytest_twisted = None
-
-_trial_wait = _asynctest.TestCase._wait
+from tests.launcher import ROOT
 
 
-def _wait_in_pytest_twisted_greenlet(self: Any, d: defer.Deferred[Any], *a: Any) -> None:
-    """Wait for trial's test Deferred (which only ever callbacks: trial's own
-    callbacks on it record the outcome) on pytest-twisted's reactor greenlet.
-
-    The switch back happens from a fresh ``callLater(0)``, never from inside
-    whatever callback fired ``d``: trial's janitor then iterates the reactor
-    from this greenlet, and an iteration suspended half-way (say, through the
-    queue of calls from threads) would otherwise run those calls twice.
-    """
-    if pytest_twisted is None or pytest_twisted._instances.gr_twisted is None:
-        return _trial_wait(self, d, *a)
-    from twisted.internet import reactor
-    done: defer.Deferred[None] = defer.Deferred()
-    d.addBoth(lambda _: reactor.callLater(0, done.callback, None))
-    pytest_twisted.blockon(done)
+def _untracked() -> set[str] | None:
+    """Untracked, not ignored files of the checkout (None outside a git checkout)."""
+    try:
+        out = subprocess.run(["git", "ls-files", "--others", "--exclude-standard"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=30, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return set(out.splitlines())
 
 
-_asynctest.TestCase._wait = _wait_in_pytest_twisted_greenlet
+@pytest.fixture(scope="session", autouse=True)
+def _no_artefacts_in_the_checkout() -> Iterator[None]:
+    before = _untracked()
+    yield
+    after = _untracked()
+    if before is not None and after is not None and after - before:
+        pytest.fail("tests left files in the checkout (write to tmp_path or tests/artifacts/): "
+                    + ", ".join(sorted(after - before)[:20]), pytrace=False)
 
 
 @pytest.fixture(autouse=True)
@@ -63,8 +62,9 @@ def _trial_cases_in_tmp_path(request: pytest.FixtureRequest, tmp_path: Path,
 def logged(request: pytest.FixtureRequest) -> Any:
     """The log check for plain pytest tests (trial cases mix in LogCheckMixin):
     the test fails if it logged an error it did not ``logged.allow(text)``."""
-    from tests.logcheck import LogCapture
     from twisted.logger import globalLogPublisher
+
+    from tests.logcheck import LogCapture
 
     if isinstance(request.instance, SynchronousTestCase):
         yield None

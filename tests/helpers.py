@@ -1,4 +1,5 @@
-"""Small builders shared by the tests (trial test cases, run by trial or pytest)."""
+"""Small builders shared by the tests (pytest tests and trial ``SynchronousTestCase``
+classes, all run by pytest)."""
 
 from __future__ import annotations
 
@@ -15,16 +16,17 @@ from libchat.core.router import Router
 from libchat.storage.store import MemoryStore
 from libchat.testing import FakeRuntime, FakeUpstream
 
-ROOT = Path(__file__).resolve().parent.parent
-BUNDLED = ROOT / "programs"
-FIXTURES = ROOT / "tests" / "programs"
+from .launcher import BUNDLED, FIXTURES, ROOT
+
+__all__ = ["BUNDLED", "FIXTURES", "ROOT", "World", "close", "each_case", "make_program",
+           "tmp_dir", "user_message"]
 
 C = TypeVar("C")
 
 
 def tmp_dir(case: Any) -> Path:
-    """A fresh, absolute directory for one test (trial's ``mktemp``; under pytest
-    the conftest runs trial cases in pytest's ``tmp_path``)."""
+    """A fresh, absolute directory for one trial-style test (``mktemp``; the
+    conftest runs trial cases in pytest's ``tmp_path``, so it lands there)."""
     path = Path(case.mktemp()).resolve()
     path.mkdir()
     return path
@@ -79,7 +81,7 @@ class World:
         make_program(self.programs, "weather", keywords=["weather"], patterns=[r"\bforecast\b"])
         make_program(self.programs, "hello", patterns=[r"^\s*(hello|hi)\b"])
         self.library = ProgramLibrary([self.programs], now=self.clock.seconds)
-        self.runtime = FakeRuntime()
+        self.runtime = router_kw.pop("runtime", None) or FakeRuntime()
         self.store = MemoryStore()
         router_kw.setdefault("idle_timeout", 60)
         router_kw.setdefault("kill_grace", 4)

@@ -1,8 +1,10 @@
-"""Every test fails if it logged an error it did not expect, under pytest and trial.
+"""Every test fails if it logged an error it did not expect.
 
-Mixed into the trial test case classes (before the TestCase base), so the check
-does not depend on a pytest fixture: trial runs the same classes. Trial itself
-also fails a test on any logged Failure; a test expecting one flushes it with
+Two ways in, one check (``LogCapture``): plain pytest tests get the autouse
+``logged`` fixture (``tests/conftest.py``); trial ``SynchronousTestCase``
+classes, which pytest runs natively but which get no fixtures, mix in
+``LogCheckMixin`` (before the TestCase base). Trial's own machinery also fails
+such a case on a logged Failure; a test expecting one flushes it with
 ``self.flushLoggedErrors(SomeError)`` (and allows its text here).
 """
 
@@ -10,9 +12,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.logger import ILogObserver, LogLevel, formatEvent, globalLogPublisher
+from zope.interface import implementer
 
 
+@implementer(ILogObserver)
 class LogCapture:
     """A log observer keeping every event, and the texts a test allows.
 

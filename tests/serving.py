@@ -1,4 +1,10 @@
-"""Run a real libchat in the test process (real reactor, Node, sockets)."""
+"""Run a real libchat in the test process (real reactor, Node, sockets).
+
+The in-process twin of the subprocess launcher (``tests/launcher.py``) for the
+tests that look at the live service objects: the same port-0 listeners (the
+web door included, so no default port is ever taken), the same program
+library. Process helpers (``alive``) are the launcher's.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,9 @@ from twisted.internet import defer, reactor
 from libchat.tools.client import FrameClient, connect
 from libchat.tap import LibchatService, Options, makeService
 
-from .helpers import BUNDLED, FIXTURES
+from .launcher import BUNDLED, FIXTURES, LOOPBACK_ZERO, alive
+
+__all__ = ["Server", "alive", "message", "wait_until"]
 
 
 class Server:
@@ -20,7 +28,7 @@ class Server:
         self.data = tmp / "data"
         self.options = Options()
         self.options.parseOptions([
-            "--front", "tcp:0:interface=127.0.0.1", "--api", "tcp:0:interface=127.0.0.1",
+            "--front", LOOPBACK_ZERO, "--api", LOOPBACK_ZERO, "--web", LOOPBACK_ZERO,
             "--programs", f"{FIXTURES}{os.pathsep}{BUNDLED}", "--data", str(self.data),
             "--kill-grace", "1", *args])
         self.service: LibchatService = makeService(self.options, reactor)
@@ -31,7 +39,9 @@ class Server:
         return self
 
     def port(self, role: str) -> int:
-        return self.service.listening(role)[0].port.getHost().port
+        port = self.service.listening(role)[0].port
+        assert port is not None, f"{role} is not listening"
+        return int(port.getHost().port)  # type: ignore[attr-defined] # a TCP address
 
     @defer.inlineCallbacks
     def client(self) -> Any:
@@ -51,19 +61,6 @@ class Server:
 def message(content: str, dialog_id: str = "d1", user_id: str = "u1", **extra: Any) -> dict:
     return {"event_type": 1001, "dialog_id": dialog_id, "user_id": user_id,
             "messages": {"content": content}, **extra}
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie is dead for our purposes
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ")[1][0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 @defer.inlineCallbacks

@@ -13,6 +13,7 @@ import pytest
 from .helpers import ROOT
 
 
+@pytest.mark.timeout(300)  # a real twistd, Node load generators, three servers
 def test_bench_smoke_runs_and_writes_its_reports(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib", reason="pip install -e '.[bench]'")
     done = subprocess.run([sys.executable, "-m", "bench", "--smoke", "--out", str(tmp_path)],

@@ -1,4 +1,4 @@
-"""Event validation (CONTRACT sections 1 and 3): each bad input, its answer."""
+"""Event validation (docs/protocol.md §1, docs/protocol.md §2-3): each bad input, its answer."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The memory API (CONTRACT section 5), through StubTreq: no port."""
+"""The memory API (docs/protocol.md §7), through StubTreq: no port."""
 
 from __future__ import annotations
 
@@ -9,28 +9,24 @@ from treq.testing import StubTreq
 from twisted.trial.unittest import SynchronousTestCase
 
 from libchat.doors.memory_api import MAX_BODY, MemoryAPI
+from libchat.interfaces import TokenInfo
 from libchat.storage.records import DialogRecord
-from libchat.core.router import TokenInfo
 from libchat.storage.store import MemoryStore
+from libchat.testing import FakeRouter
 
 from .helpers import each_case
 from .logcheck import LogCheckMixin
 
 
-class Tokens:
-    def __init__(self) -> None:
-        self.known = {"tok-u1": TokenInfo("d1", "u1", "hello"),
-                      "tok-u1-echo": TokenInfo("d1", "u1", "echo"),
-                      "tok-u2": TokenInfo("d2", "u2", "hello")}
-
-    def token_info(self, token: str) -> TokenInfo | None:
-        return self.known.get(token)
-
-
 def make_api() -> tuple[StubTreq, MemoryStore]:
+    """The API on a FakeRouter that knows three tokens."""
+    router = FakeRouter()
+    router.tokens.update({"tok-u1": TokenInfo("d1", "u1", "hello"),
+                          "tok-u1-echo": TokenInfo("d1", "u1", "echo"),
+                          "tok-u2": TokenInfo("d2", "u2", "hello")})
     store = MemoryStore()
     store.add(DialogRecord(dialog_id="d1", user_id="u1", created_at=0, updated_at=0))
-    return StubTreq(MemoryAPI(Tokens(), store, lambda: 42.0).app.resource()), store
+    return StubTreq(MemoryAPI(router, store, lambda: 42.0).app.resource()), store
 
 
 def call(treq: StubTreq, body: Any, token: str | None = "tok-u1",

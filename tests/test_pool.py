@@ -1,5 +1,5 @@
-"""WarmPool with a task.Clock and a fake runtime: sizes, refill, back-off,
-room under --max-programs, shutdown."""
+"""WarmPool with a task.Clock and a fake warmable runtime: sizes, refill,
+back-off, room under --max-programs, hand-out through IRuntime.start, shutdown."""
 
 from __future__ import annotations
 
@@ -11,48 +11,87 @@ from typing import Any
 import pytest
 from twisted.internet import defer
 from twisted.internet.task import Clock
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
 
 from libchat.core.library import ProgramLibrary
+from libchat.interfaces import IInstanceOwner, IRuntime
 from libchat.runtimes.pool import WarmPool
+from libchat.runtimes.warmable import InstanceState, IWarmableRuntime, IWarmInstance
 
 
+@implementer(IWarmInstance)
 class PoolInstance:
-    """Stands in for a NodeInstance: the test plays the program's part."""
+    """A warmable instance whose program is the test."""
 
-    def __init__(self, runtime: PoolRuntime, program: str, owner: Any, n: int) -> None:
+    def __init__(self, runtime: PoolRuntime, program: str, dialog_id: str, owner: Any,
+                 n: int) -> None:
         self.runtime, self.program, self.owner = runtime, program, owner
+        self.dialog_id, self.user_id = dialog_id, ""
         self.instance_id = f"w{n}"
-        self.state = "starting"
+        self.token, self.pid = f"t{n}", None
+        self.state = InstanceState.STARTING
         self.stopped = False
 
+    def bind(self, dialog_id: str, user_id: str, owner: IInstanceOwner) -> None:
+        assert not self.dialog_id, "bound twice"
+        self.dialog_id, self.user_id, self.owner = dialog_id, user_id, owner
+
+    def send(self, event: dict[str, Any]) -> None:
+        pass
+
     def connect(self) -> None:
-        self.state = "running"
+        self.state = InstanceState.RUNNING
         self.owner.instanceConnected(self)
 
     def exit(self, detail: str = "exit code 1") -> None:
         was = self.state
-        self.state = "exited"
+        self.state = InstanceState.EXITED
         self.runtime.running.remove(self)
-        self.owner.instanceGone(self, was == "running", detail)
+        self.owner.instanceGone(self, was is InstanceState.RUNNING, detail)
 
     def stop(self, drain: float = 0.0) -> defer.Deferred[None]:
         self.stopped = True
-        if self.state != "exited":
+        if self.state is not InstanceState.EXITED:
             self.exit("signal 15")
         return defer.succeed(None)
 
 
+@implementer(IWarmableRuntime)
 class PoolRuntime:
     def __init__(self) -> None:
         self.running: list[PoolInstance] = []
         self.started: list[PoolInstance] = []
+        self.cold: list[PoolInstance] = []  # started for a dialog, not pre-started
+        self.flow: list[str] = []
         self._n = itertools.count(1)
 
     def prestart(self, program: str, owner: Any) -> PoolInstance:
-        inst = PoolInstance(self, program, owner, next(self._n))
+        return self._new(program, "", owner)
+
+    def start(self, program: str, dialog_id: str, user_id: str, owner: Any) -> PoolInstance:
+        inst = self._new(program, dialog_id, owner)
+        inst.user_id = user_id
+        self.cold.append(inst)
+        return inst
+
+    def _new(self, program: str, dialog_id: str, owner: Any) -> PoolInstance:
+        inst = PoolInstance(self, program, dialog_id, owner, next(self._n))
         self.started.append(inst)
         self.running.append(inst)
         return inst
+
+    def counts(self, program: str) -> bool:
+        return True
+
+    def pauseEvents(self) -> None:
+        self.flow.append("pause")
+
+    def resumeEvents(self) -> None:
+        self.flow.append("resume")
+
+    def stopAll(self) -> defer.Deferred[Any]:
+        return defer.DeferredList([i.stop() for i in list(self.running)])
 
     def live(self) -> list[PoolInstance]:
         return list(self.running)
@@ -68,7 +107,7 @@ def make_library(root: Path, clock: Clock, **warm: int | None) -> ProgramLibrary
         (d / f"{name}.js").write_text("")
         rules = {} if size is None else {"warm": size}
         (d / "package.json").write_text(json.dumps({"libchat": rules}))
-    return ProgramLibrary([root], now=clock.seconds, rescan=0)
+    return ProgramLibrary([root])
 
 
 @pytest.fixture
@@ -79,7 +118,7 @@ def clock() -> Clock:
 def make_pool(tmp_path: Path, clock: Clock, default: int = 2, max_instances: int = 100,
               **warm: int | None) -> tuple[WarmPool, PoolRuntime]:
     runtime = PoolRuntime()
-    pool = WarmPool(runtime, make_library(tmp_path, clock, **warm), clock,  # type: ignore[arg-type]
+    pool = WarmPool(runtime, make_library(tmp_path, clock, **warm), clock,
                     default_size=default, max_instances=max_instances, interval=0.1)
     pool.startService()
     return pool, runtime
@@ -165,6 +204,7 @@ def test_removed_program_loses_its_pool(tmp_path: Path, clock: Clock) -> None:
     pool, runtime = make_pool(tmp_path, clock, default=2, echo=None)
     clock.pump([0.1] * 5)
     (tmp_path / "echo" / "echo.js").unlink()
+    pool.library.scan()  # the library's rescanner does this every 5 s
     clock.pump([1.0] * 2)
     assert runtime.running == []
     assert pool.idle("echo") == 0
@@ -187,6 +227,80 @@ def test_stop_stops_idle_instances_and_never_refills(tmp_path: Path, clock: Cloc
     d = pool.stopService()
     assert d.called
     assert len(runtime.running) == 1 and not runtime.running[0].stopped
+    clock.pump([1.0] * 5)
+    assert len(runtime.started) == 2
+    assert clock.getDelayedCalls() == []
+
+
+class Owner:
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+
+    def instanceConnected(self, instance: Any) -> None:
+        self.events.append(("connected", instance))
+
+    def instanceEvent(self, instance: Any, event: dict[str, Any]) -> None:
+        self.events.append(("event", instance))
+
+    def instanceGone(self, instance: Any, connected: bool, detail: str) -> None:
+        self.events.append(("gone", instance))
+
+
+def test_the_pool_is_a_runtime_over_a_warmable_runtime(tmp_path: Path, clock: Clock) -> None:
+    pool, runtime = make_pool(tmp_path, clock, default=1, echo=None)
+    assert verifyObject(IRuntime, pool)
+    assert verifyObject(IWarmableRuntime, runtime)
+    clock.advance(0)
+    [warm] = runtime.started
+    assert verifyObject(IWarmInstance, warm)
+
+
+def test_start_binds_an_idle_instance_to_the_dialog(tmp_path: Path, clock: Clock) -> None:
+    pool, runtime = make_pool(tmp_path, clock, default=1, echo=None)
+    clock.advance(0)
+    [warm] = runtime.started
+    warm.connect()
+    owner = Owner()
+    got = pool.start("echo", "d1", "u1", owner)  # type: ignore[arg-type]
+    assert got is warm and runtime.cold == []
+    assert (warm.dialog_id, warm.user_id, warm.owner) == ("d1", "u1", owner)
+    assert pool.idle("echo") == 0
+
+
+def test_start_without_an_idle_instance_delegates_to_the_inner_runtime(
+        tmp_path: Path, clock: Clock) -> None:
+    pool, runtime = make_pool(tmp_path, clock, default=0, echo=None)
+    owner = Owner()
+    got: Any = pool.start("echo", "d1", "u1", owner)  # type: ignore[arg-type]
+    assert runtime.cold == [got]
+    assert (got.dialog_id, got.user_id, got.owner) == ("d1", "u1", owner)
+
+
+def test_start_at_the_limit_evicts_an_idle_instance_first(tmp_path: Path, clock: Clock) -> None:
+    pool, runtime = make_pool(tmp_path, clock, default=0, max_instances=2, a=2, b=0)
+    clock.pump([0.1] * 10)
+    assert pool.sizes() == {"a": 2} and pool.room() == 0
+    got = pool.start("b", "d1", "u1", Owner())  # type: ignore[arg-type]
+    assert runtime.cold == [got]
+    assert [i.program for i in runtime.started if i.stopped] == ["a"]
+    assert len(runtime.running) == 2
+
+
+def test_flow_control_and_counts_pass_through(tmp_path: Path, clock: Clock) -> None:
+    pool, runtime = make_pool(tmp_path, clock, default=0, echo=None)
+    pool.pauseEvents()
+    pool.resumeEvents()
+    assert runtime.flow == ["pause", "resume"]
+    assert pool.counts("echo") is True
+
+
+def test_stop_all_stops_everything_and_never_refills(tmp_path: Path, clock: Clock) -> None:
+    pool, runtime = make_pool(tmp_path, clock, default=2, echo=None)
+    clock.pump([0.1] * 5)
+    pool.start("echo", "d1", "u1", Owner())  # type: ignore[arg-type]
+    d = pool.stopAll()
+    assert d.called
+    assert runtime.running == [] and pool.sizes() == {}
     clock.pump([1.0] * 5)
     assert len(runtime.started) == 2
     assert clock.getDelayedCalls() == []

@@ -11,11 +11,13 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor
+from twisted.internet.address import IPv4Address
 
 from libchat.core.library import ProgramLibrary
 from libchat.runtimes.pool import WarmPool
 from libchat.core.router import Router
 from libchat.runtimes.node.runner import NodeRuntime
+from libchat.runtimes.warmable import InstanceState
 from libchat.testing import FakeUpstream, MemoryStore
 
 from .helpers import FIXTURES
@@ -46,13 +48,13 @@ class Upstream(FakeUpstream):
 class Server:
     def __init__(self, programs: Path, warm: int, max_programs: int = 50) -> None:
         self.library = ProgramLibrary([programs], now=reactor.seconds)
-        self.runtime = NodeRuntime(reactor, self.library, api_port=lambda: 9,
+        api = IPv4Address("TCP", "127.0.0.1", 9)  # never called by these programs
+        self.runtime = NodeRuntime(reactor, self.library, api_address=lambda: api,
                                    kill_grace=2.0)
-        self.router = Router(reactor, self.library, self.runtime, MemoryStore(),
-                             max_programs=max_programs, kill_grace=2.0)
         self.pool = WarmPool(self.runtime, self.library, reactor, default_size=warm,
                              max_instances=max_programs, interval=0.01)
-        self.runtime.pool = self.pool
+        self.router = Router(reactor, self.library, self.pool, MemoryStore(),
+                             max_programs=max_programs, kill_grace=2.0)
         self.up = Upstream()
         self.router.attach(self.up)
         self.pool.startService()
@@ -63,7 +65,7 @@ class Server:
             "event_type": 1001, "dialog_id": dialog_id, "user_id": "u1",
             "message_id": f"{dialog_id}-m", "intent": program,
             "messages": {"content": content, "attachments": []}})
-        assert answer is None, answer
+        assert answer.ok, answer
         return d.addCallback(lambda e: json.loads(e["messages"]["content"]))
 
     def close(self, dialog_id: str) -> defer.Deferred[dict[str, Any]]:
@@ -112,7 +114,7 @@ def test_warm_instance_answers_the_first_message_and_its_token_waits_for_binding
     s = serve(tmp_path, warm=1)
     yield s.pool.filled("pid").addTimeout(TIMEOUT, reactor)
     [warm] = s.idle("pid")
-    assert warm.state == "running" and warm.dialog_id == ""
+    assert warm.state is InstanceState.RUNNING and warm.dialog_id == ""
     assert s.router.token_info(warm.token) is None  # idle: not valid yet
     reply = yield s.ask("d1", "pid")
     assert reply["pid"] == warm.pid
@@ -190,13 +192,16 @@ def test_twistd_options_wire_the_pool_and_the_spawn_limit(tmp_path: Path) -> Any
     from .serving import Server as TapServer
     from .serving import message
 
-    s = TapServer(tmp_path, "--warm", "1", "--spawn-concurrency", "2")
+    s = TapServer(tmp_path, "--warm", "1", "--spawn-concurrency", "2",
+                  "--web", "tcp:0:interface=127.0.0.1")
     s.start()
     try:
         runtime = s.service.runtime
         assert runtime.gate.limit == 2
-        yield runtime.pool.filled("pid").addTimeout(TIMEOUT, reactor)
-        [warm] = list(runtime.pool._idle["pid"])
+        [pool] = [c for c in s.service if isinstance(c, WarmPool)]
+        assert pool.runtime is runtime
+        yield pool.filled("pid").addTimeout(TIMEOUT, reactor)
+        [warm] = list(pool._idle["pid"])
         client = yield s.client()
         client.send(message("hi", intent="pid"))
         reply = yield client.next_event(reactor, TIMEOUT)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
-from libchat.storage.records import DialogRecord
+from libchat.storage.records import CLOSED, DialogRecord
 from libchat.storage.snapshot import RecordEncoder
+from libchat.storage.store import JsonFileStore
 
 
 def record(entries: int) -> DialogRecord:
@@ -64,3 +66,49 @@ def test_values_orjson_refuses_fall_back_to_stdlib() -> None:
     r = record(2)
     r.remember("prog", "big", 2**70, 3.0)
     assert json.loads(RecordEncoder().encode(r))["memory"]["prog"]["big"]["value"] == 2**70
+
+
+def test_a_closed_dialog_written_keeps_no_bytes() -> None:
+    enc = RecordEncoder(min_cached=4)
+    r = record(10)
+    enc.encode(r)
+    assert enc.cached() == 1
+    r.state = CLOSED
+    assert json.loads(enc.encode(r)) == r.to_json()
+    assert enc.cached() == 0 and enc.entries_kept() == 0
+    r.state = "open"  # reopened: encoded afresh, exactly
+    add(r, 10)
+    assert json.loads(enc.encode(r)) == r.to_json() and enc.cached() == 1
+
+
+def test_the_cache_is_bounded_dropping_the_least_recently_written() -> None:
+    enc = RecordEncoder(min_cached=4, max_entries=25)
+    records = []
+    for n in range(3):
+        r = record(10)
+        r.dialog_id = f"d{n}"
+        records.append(r)
+    enc.encode(records[0])
+    enc.encode(records[1])
+    enc.encode(records[0])  # d0 is now the most recently written
+    assert enc.entries_kept() == 20
+    enc.encode(records[2])  # 30 > 25: d1 goes
+    assert set(enc._cache) == {"d0", "d2"} and enc.entries_kept() == 20
+    for r in records:  # what is dropped is only re-encoded, never wrong
+        assert json.loads(enc.encode(r)) == r.to_json()
+    assert enc.entries_kept() <= 25
+
+
+def test_the_file_store_drops_a_closed_dialogs_bytes_once_written(tmp_path: Path) -> None:
+    store = JsonFileStore(tmp_path)
+    store.load()
+    store.encoder.min_cached = 4
+    r = record(10)
+    store.add(r)
+    store.flush()
+    assert store.encoder.cached() == 1
+    r.state = CLOSED
+    store.changed(r)
+    store.flush()
+    assert store.encoder.cached() == 0
+    assert json.loads((tmp_path / "d1.json").read_bytes()) == r.to_json()

@@ -1,4 +1,5 @@
-"""One contract for every IStore (the fake and the JSON files), plus the file specifics."""
+"""What only the JSON file store does: files, restarts, failures. The IStore
+contract every store passes is tests/contracts/test_store_contract.py."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase
 
 from libchat.storage.records import DialogRecord
-from libchat.storage.store import JsonFileStore, MemoryStore
+from libchat.storage.store import JsonFileStore
 
 from .helpers import tmp_dir
 from .logcheck import LogCheckMixin
@@ -20,49 +21,7 @@ def record(dialog_id: str = "d1", user: str = "u1") -> DialogRecord:
     return DialogRecord(dialog_id=dialog_id, user_id=user, created_at=1.0, updated_at=1.0)
 
 
-class StoreContract(LogCheckMixin):
-    """The tests every IStore passes; mixed into one test case per store."""
-
-    def make(self, tmp_path: Path):  # pragma: no cover - overridden
-        raise NotImplementedError
-
-    def test_added_records_are_found(self) -> None:
-        tmp_path = tmp_dir(self)
-        store = self.make(tmp_path)
-        r = record()
-        store.add(r)
-        assert store.get("d1") is r and store.get("nope") is None
-
-    def test_memory_is_scoped_by_user_and_program(self) -> None:
-        tmp_path = tmp_dir(self)
-        store = self.make(tmp_path)
-        store.add(record())
-        store.memory_set("u1", "hello", "name", "Bob", "d1", 5.0)
-        assert store.memory_get("u1", "hello", "name") == "Bob"
-        assert store.memory_get("u2", "hello", "name") is None
-        assert store.memory_get("u1", "echo", "name") is None
-
-    def test_memory_save_is_noted_in_its_dialog(self) -> None:
-        tmp_path = tmp_dir(self)
-        store = self.make(tmp_path)
-        store.add(record())
-        store.memory_set("u1", "hello", "k", {"deep": [1]}, "d1", 5.0)
-        assert store.get("d1").memory == {"hello": {"k": {"value": {"deep": [1]}, "at": 5.0}}}
-
-    def test_memory_set_fires_when_durable(self) -> None:
-        tmp_path = tmp_dir(self)
-        store = self.make(tmp_path)
-        store.add(record())
-        d = store.memory_set("u1", "p", "k", 1, "d1", 1.0)
-        assert isinstance(d, defer.Deferred)
-
-
-class TestMemoryStore(StoreContract, SynchronousTestCase):
-    def make(self, tmp_path: Path) -> MemoryStore:
-        return MemoryStore()
-
-
-class TestJsonFileStore(StoreContract, SynchronousTestCase):
+class TestJsonFileStore(LogCheckMixin, SynchronousTestCase):
     def make(self, tmp_path: Path) -> JsonFileStore:
         store = JsonFileStore(tmp_path / "data")
         store.load()
@@ -105,6 +64,16 @@ class TestJsonFileStore(StoreContract, SynchronousTestCase):
         again = JsonFileStore(tmp_path / "data")
         assert {r.dialog_id for r in again.load()} == {"d1", "d2"}
         assert again.memory_get("u1", "hello", "name") == "new"  # newest save wins
+
+    def test_a_kept_conversation_id_survives_a_crash_through_the_journal(self) -> None:
+        tmp_path = tmp_dir(self)
+        store = self.make(tmp_path)
+        store.add(record())
+        self_result(store.flush())
+        store.conversation_set("d1", "dify", "conv-1")  # journaled, no snapshot since
+        again = JsonFileStore(tmp_path / "data")
+        again.load()
+        assert again.conversation_get("d1", "dify") == "conv-1"
 
     def test_a_corrupt_file_is_skipped_not_fatal(self) -> None:
         tmp_path = tmp_dir(self)

@@ -1,4 +1,4 @@
-"""The framer, byte by byte (CONTRACT section 1)."""
+"""The framer, byte by byte (docs/protocol.md §1)."""
 
 from __future__ import annotations
 

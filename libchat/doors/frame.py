@@ -1,7 +1,7 @@
 """The front door for front services: framed events over TCP (or any stream).
 
 Each connection is an :class:`~libchat.interfaces.IUpstream` of channel
-``frame``. Per CONTRACT section 1, a broken stream gets one 2004 and is
+``frame``. Per docs/protocol.md §1, a broken stream gets one 2004 and is
 closed; a bad event gets a 2004 and the connection stays open.
 """
 
@@ -16,8 +16,7 @@ from zope.interface import implementer
 
 from libchat.protocol import codes
 from libchat.protocol.events import BadEvent, parse_upstream
-from libchat.interfaces import IUpstream
-from libchat.core.router import Router
+from libchat.interfaces import IRouter, IUpstream
 from libchat.protocol.wire import DEFAULT_MAX_FRAME, MAGIC, FrameError, FrameProtocol
 
 
@@ -32,7 +31,7 @@ class FrontProtocol(FrameProtocol):
     seconds closes the connection; an idle connection is never timed out."""
 
     channel = "frame"
-    router: Router
+    router: IRouter
     clock: IReactorTime
     frame_timeout: float = 30.0
 
@@ -43,14 +42,14 @@ class FrontProtocol(FrameProtocol):
         self._stall: IDelayedCall | None = None
         self._frames = 0
         self._transport().registerProducer(self, True)
-        self.log.info("front connection from {peer}", peer=str(self.transport.getPeer()))
+        self.log.info("front connection from {peer}", peer=str(self._transport().getPeer()))
         self.router.attach(self)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self._open = False
         self._disarm()
         self.router.detach(self)
-        self.log.info("front connection {peer} closed", peer=str(self.transport.getPeer()))
+        self.log.info("front connection {peer} closed", peer=str(self._transport().getPeer()))
 
     def _transport(self) -> Any:
         """The ITCPTransport (typed as ITransport | None by Protocol)."""
@@ -109,9 +108,10 @@ class FrontProtocol(FrameProtocol):
 
     def frameReceived(self, event_type: int, body: bytes) -> None:
         self._frames += 1
+        answer: dict[str, Any] | None
         try:
             event = parse_upstream(event_type, body)
-            answer = self.router.receive(self, event)
+            answer = self.router.receive(self, event).error
         except BadEvent as e:
             answer = e.event()
         except Exception:
@@ -124,14 +124,13 @@ class FrontProtocol(FrameProtocol):
 class FrontFactory(Factory):
     protocol = FrontProtocol
 
-    def __init__(self, router: Router, magic: int = MAGIC,
-                 max_frame: int = DEFAULT_MAX_FRAME, frame_timeout: float = 30.0,
-                 clock: IReactorTime | None = None) -> None:
+    def __init__(self, router: IRouter, *, clock: IReactorTime, magic: int = MAGIC,
+                 max_frame: int = DEFAULT_MAX_FRAME, frame_timeout: float = 30.0) -> None:
         self.router = router
         self.magic = magic
         self.max_frame = max_frame
         self.frame_timeout = frame_timeout
-        self.clock = clock or router.clock
+        self.clock = clock
 
     def buildProtocol(self, addr: Any) -> FrontProtocol:
         p = FrontProtocol()

@@ -1,4 +1,4 @@
-"""The memory API for programs (CONTRACT section 5), a Klein app as a class.
+"""The memory API for programs (docs/protocol.md §7), a Klein app as a class.
 
 The bearer token alone decides who is asking: the dialog, the user and the
 program of one live instance. Memory is scoped per (user, program), so a token
@@ -7,54 +7,21 @@ can never read another user's values, nor another program's.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 from klein import Klein
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
-from twisted.web.server import Request, Site
 
 from libchat.protocol import codes
-from libchat.interfaces import IStore
+from libchat.interfaces import IRouter, IStore, TokenInfo
 from libchat.jsonc import JSONDecodeError, dumps, loads
-from libchat.core.router import TokenInfo
 
 MAX_BODY = 1024 * 1024
 MAX_KEY = 256
 SAVE = "save_tool_memory"
 QUERY = "query_tool_memory"
-
-
-class BoundedRequest(Request):
-    """A request that keeps at most ``max_body`` bytes of its body: a larger
-    one (by Content-Length, or as chunks arrive) is read and discarded, and
-    the API answers 413. Twisted's own Request would spool any size to a
-    temporary file first."""
-
-    max_body = MAX_BODY
-    too_large = False
-
-    def gotLength(self, length: int | None) -> None:
-        if length is not None and length > self.max_body:
-            self.too_large = True
-            length = 0
-        super().gotLength(length)
-
-    def handleContentChunk(self, data: bytes) -> None:
-        content: Any = self.content
-        if self.too_large:
-            return
-        if content.tell() + len(data) > self.max_body:
-            self.too_large = True
-            content.seek(0)
-            content.truncate()
-            return
-        super().handleContentChunk(data)
-
-
-class TokenLookup(Protocol):
-    def token_info(self, token: str) -> TokenInfo | None: ...
 
 
 class ApiError(Exception):
@@ -81,7 +48,7 @@ def json_body(request: IRequest, max_body: int, required: bool = True) -> dict[s
     content = request.content
     content.seek(0, 2)
     size = content.tell()
-    if getattr(request, "too_large", False) or size > max_body:  # see BoundedRequest
+    if getattr(request, "too_large", False) or size > max_body:  # see libchat.doors.http
         raise ApiError(413, codes.MSG_TOO_LARGE, f"body over {max_body} bytes")
     content.seek(0)
     if size == 0 and not required:
@@ -101,8 +68,8 @@ class MemoryAPI:
     app = Klein()
     log = Logger()
 
-    def __init__(self, tokens: TokenLookup, store: IStore, now: Callable[[], float]) -> None:
-        self.tokens = tokens
+    def __init__(self, tokens: IRouter, store: IStore, now: Callable[[], float]) -> None:
+        self.tokens = tokens  # only IRouter.token_info is asked
         self.store = store
         self.now = now
 
@@ -130,11 +97,6 @@ class MemoryAPI:
         return json_response(request, 500, {"code": codes.INTERNAL_ERROR,
                                             "message": "internal error; see the server log"})
 
-    def site(self) -> Any:
-        """The HTTP site to listen with (bodies bounded while they arrive)."""
-        site = Site(self.app.resource())
-        site.requestFactory = BoundedRequest
-        return site
 
     @app.route("/memory", methods=["GET", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"])
     def wrong_method(self, request: IRequest) -> bytes:

@@ -1,4 +1,4 @@
-"""Event types, error codes and end reasons of CONTRACT section 2."""
+"""Event types, error codes and end reasons of docs/protocol.md §2."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Validation of event bodies (CONTRACT sections 1-3), independent of transport.
+"""Validation of event bodies (docs/protocol.md §1, docs/protocol.md §2-3), independent of transport.
 
 Every front door (frame connection, WebSocket, REST) hands its bodies to
 :func:`parse_upstream`, so the same input gets the same answer everywhere.

@@ -1,4 +1,4 @@
-"""The frame format of CONTRACT section 1, shared by the front and program sockets.
+"""The frame format of docs/protocol.md §1, shared by the front and program sockets.
 
 ``[16-byte header][body]``: magic u32, version u16, type u16, length u32,
 reserved u32, all big-endian. :class:`FrameDecoder` is a pure parser (no I/O)
@@ -150,8 +150,11 @@ class FrameProtocol(Protocol):
             code=error.code,
             message=error.message,
         )
+        if self.transport is None:  # already disconnected: nobody to tell
+            return
         self.sendEvent(codes.error(error.code, error.message))
         self.transport.loseConnection()
 
     def sendEvent(self, event: dict[str, Any]) -> None:
+        assert self.transport is not None, "sendEvent before connectionMade"
         self.transport.write(encode_event(event, self.magic))

@@ -1,4 +1,11 @@
-"""The warm pool: program instances started ahead of need (CONTRACT §7 ``--warm``).
+"""The warm pool: program instances started ahead of need (the README's options ``--warm``).
+
+:class:`WarmPool` wraps another runtime and is itself an
+:class:`~libchat.interfaces.IRuntime`: ``start()`` hands out an idle warm
+instance, bound to the dialog, or delegates to the inner runtime. Of the
+inner runtime it needs only :class:`~libchat.runtimes.warmable.IWarmableRuntime`
+(``prestart``, ``live``, instances with ``bind`` and an explicit state), so the
+runtime never calls back into the pool.
 
 A new dialog's first reply then costs a message round trip (~1 ms) instead of
 Node's start-up (~60 ms). The rules, and why:
@@ -26,7 +33,7 @@ Node's start-up (~60 ms). The rules, and why:
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from twisted.application import service
 from twisted.internet import defer
@@ -34,20 +41,21 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from libchat.interfaces import IInstanceOwner
 from libchat.core.library import ProgramLibrary
+from libchat.interfaces import IInstance, IInstanceOwner, IRuntime
+from libchat.runtimes.warmable import InstanceState, IWarmableRuntime, IWarmInstance
 
-if TYPE_CHECKING:
-    from libchat.runtimes.node.runner import NodeInstance, NodeRuntime
 
-
-@implementer(IInstanceOwner)
+@implementer(IRuntime, IInstanceOwner)
 class WarmPool(service.Service):
-    """Keeps ``size(program)`` idle instances of each program ready."""
+    """Keeps ``size(program)`` idle instances of each program ready, in front
+    of ``runtime``. As a service it fills while running (never before twistd
+    daemonizes)."""
 
     log = Logger()
 
-    def __init__(self, runtime: NodeRuntime, library: ProgramLibrary, clock: IReactorTime, *,
+    def __init__(self, runtime: IWarmableRuntime, library: ProgramLibrary,
+                 clock: IReactorTime, *,
                  default_size: int = 0, max_instances: int = 256, interval: float = 0.05,
                  tend_every: float = 1.0, backoff: float = 0.5,
                  max_backoff: float = 60.0, refill_delay: float = 0.25) -> None:
@@ -63,7 +71,7 @@ class WarmPool(service.Service):
         # a refill right after a hand-out would spawn (and boot a Node, ~100 ms
         # of CPU) exactly while the new dialog's first reply is on its way
         self.refill_delay = refill_delay
-        self._idle: dict[str, deque[NodeInstance]] = {}
+        self._idle: dict[str, deque[IWarmInstance]] = {}
         self._failures: dict[str, int] = {}
         self._not_before: dict[str, float] = {}
         self._next: IDelayedCall | None = None
@@ -82,12 +90,9 @@ class WarmPool(service.Service):
     def idle(self, program: str) -> int:
         return len(self._idle.get(program, ()))
 
-    def total(self) -> int:
-        return sum(len(q) for q in self._idle.values())
-
     def ready(self, program: str) -> int:
         """Idle instances of ``program`` already connected."""
-        return sum(1 for i in self._idle.get(program, ()) if i.state == "running")
+        return sum(1 for i in self._idle.get(program, ()) if i.state is InstanceState.RUNNING)
 
     def filled(self, program: str) -> defer.Deferred[None]:
         """Fires once ``program`` has its full pool connected (tests, benchmarks)."""
@@ -112,9 +117,44 @@ class WarmPool(service.Service):
         """How many more live instances ``--max-programs`` allows."""
         return self.max_instances - len(self.runtime.live())
 
-    # -- the runtime's side ---------------------------------------------------
+    # -- IRuntime --------------------------------------------------------------
 
-    def take(self, program: str) -> NodeInstance | None:
+    def start(self, program: str, dialog_id: str, user_id: str,
+              owner: IInstanceOwner) -> IInstance:
+        """An instance for a dialog: a warm one when the pool has one (then
+        usually connected already), else a new one from the inner runtime,
+        after evicting an idle warm instance if ``--max-programs`` would be
+        exceeded."""
+        warm = self.take(program)
+        if warm is not None:
+            warm.bind(dialog_id, user_id, owner)
+            return warm
+        if self.room() <= 0:
+            self.make_room(program)
+        return self.runtime.start(program, dialog_id, user_id, owner)
+
+    def counts(self, program: str) -> bool:
+        return bool(self.runtime.counts(program))
+
+    def pauseEvents(self) -> None:
+        self.runtime.pauseEvents()
+
+    def resumeEvents(self) -> None:
+        self.runtime.resumeEvents()
+
+    def stopAll(self) -> defer.Deferred[Any]:
+        """No refill while everything stops; then every instance, idle or
+        bound, is stopped by the inner runtime."""
+        self._close()
+        self._idle.clear()
+        return defer.maybeDeferred(self.runtime.stopAll)
+
+    def live(self) -> list[Any]:
+        return list(self.runtime.live())
+
+    # -- the pool itself --------------------------------------------------------
+
+    def take(self, program: str) -> IWarmInstance | None:
         """An idle instance for a new dialog (oldest first: it is the most
         likely to be connected already), or None. Triggers a refill."""
         q = self._idle.get(program)
@@ -217,13 +257,16 @@ class WarmPool(service.Service):
 
     # -- stopping -------------------------------------------------------------
 
-    def stopService(self) -> defer.Deferred[Any]:
-        """No more refills; every idle instance is stopped."""
-        super().stopService()
+    def _close(self) -> None:
         self.closed = True
         if self._next is not None and self._next.active():
             self._next.cancel()
         self._next = None
+
+    def stopService(self) -> defer.Deferred[Any]:
+        """No more refills; every idle instance is stopped."""
+        super().stopService()
+        self._close()
         idle = [i for q in self._idle.values() for i in q]
         self._idle.clear()
         return defer.DeferredList([i.stop() for i in idle], consumeErrors=True)

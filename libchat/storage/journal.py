@@ -20,6 +20,10 @@ everything queued while a write is in flight goes out in the next one, with a
 single fsync (group commit). Why not one file per save: a save costs one
 ``fdatasync`` shared by every concurrent save, instead of a file, a rename and
 two fsyncs each.
+
+The journal is a lower layer: its owner (the file store) pushes entries to it
+when something changes, and it never calls back. Entries are plain JSON
+objects; what they mean is :mod:`libchat.storage.deltas`'s business.
 """
 
 from __future__ import annotations
@@ -92,13 +96,15 @@ class Journal:
         existing = self.segments()
         self.segment = max([n for n, _ in existing] + [self.through]) + 1
         self._next_lsn = self.lsn + 1
-        self._lines: list[bytes] = []
+        # queued for the next write: encoded lines, and entries still open to
+        # merging (encoded when the write starts)
+        self._queue: list[bytes | dict[str, Any]] = []
+        self._open: dict[str, dict[str, Any]] = {}  # merge key -> its queued entry
         self._waiters: list[defer.Deferred[None]] = []
+        self._behind = 0  # entries in the queue nobody waits for
         self._drop_through = 0
         self._drop_due = False
         self._busy = False
-        # called at the start of each write to add lines (record deltas)
-        self.collect: Callable[[], list[dict[str, Any]]] = list
         self.appended = 0  # entries written, for benchmarks and tests
 
     # -- reading --------------------------------------------------------------
@@ -147,27 +153,48 @@ class Journal:
     # -- writing --------------------------------------------------------------
 
     def append(self, entry: dict[str, Any]) -> "defer.Deferred[None]":
-        """Durable once the Deferred fires."""
+        """Write ahead: the Deferred fires once the entry is fsynced."""
         d: defer.Deferred[None] = defer.Deferred()
-        self._lines.append(encode_line(self._number(entry)))
+        self._queue.append(encode_line(self._number(entry)))
         self._waiters.append(d)
         self.kick()
         return d
+
+    def append_behind(self, entry: dict[str, Any], merge_key: str | None = None) -> None:
+        """Write behind: with the next group commit, nobody waits (a failed
+        write is logged). Entries given the same ``merge_key`` before they are
+        written (and since the last :meth:`rotate`) become one line: the later
+        entry's fields replace the first's, except its list ``m``, which
+        extends the first's. A busy dialog costs one line per write, however
+        many times it changed."""
+        if merge_key is not None:
+            queued = self._open.get(merge_key)
+            if queued is not None:
+                extra = entry.pop("m", [])
+                queued.update(entry)
+                queued["m"].extend(extra)
+                return
+            entry = dict(entry, m=list(entry.get("m", [])))
+            self._open[merge_key] = entry
+            self._queue.append(self._number(entry))
+        else:
+            self._queue.append(encode_line(self._number(entry)))
+        self._behind += 1
+        self.kick()
 
     def kick(self) -> None:
         """Start a write if none is in flight (the next one takes all queued)."""
         if self._busy:
             return
-        extra = self.collect()
-        lines = self._lines + [encode_line(self._number(e)) for e in extra]
         drop: list[Path] = []
         if self._drop_due:
             self._drop_due = False
             drop = [p for n, p in self.segments() if n <= self._drop_through]
-        if not lines and not drop:
+        if not self._queue and not drop:
             return
-        waiters = self._waiters
-        self._lines, self._waiters = [], []
+        lines = [q if isinstance(q, bytes) else encode_line(q) for q in self._queue]
+        waiters, behind = self._waiters, self._behind
+        self._queue, self._open, self._waiters, self._behind = [], {}, [], 0
         self._busy = True
         self.appended += len(lines)
         d = self.run_io(_append, self.directory / f"{self.segment:08d}.log", b"".join(lines), drop)
@@ -176,7 +203,7 @@ class Journal:
             self._busy = False
             for w in waiters:
                 w.errback(result) if isinstance(result, Failure) else w.callback(None)
-            if isinstance(result, Failure) and not waiters:
+            if isinstance(result, Failure) and (behind or not waiters):
                 self.log.failure("journal write failed", result)
             self.kick()  # whatever queued meanwhile goes out together
 
@@ -189,7 +216,10 @@ class Journal:
 
     def rotate(self) -> tuple[int, int]:
         """Start a new segment; returns (last segment, last entry number) that
-        a snapshot taken now covers."""
+        a snapshot taken now covers. Entries queued from now on merge no more
+        into earlier ones: those are numbered inside the cut, and replay skips
+        them."""
+        self._open = {}
         cut = self.segment
         self.segment += 1
         return cut, self._next_lsn - 1

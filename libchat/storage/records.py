@@ -1,4 +1,4 @@
-"""The persistent shape of a dialog (CONTRACT section 6), shared by every store."""
+"""The persistent shape of a dialog (docs/durability.md), shared by every store."""
 
 from __future__ import annotations
 
@@ -30,6 +30,9 @@ class DialogRecord:
     # {program: {key: {"value": <json>, "at": <unix time>}}}: saved in this dialog
     memory: dict[str, dict[str, dict[str, Any]]] = attrs.Factory(dict)
     seq: int = 0
+    # {program: conversation id}: a hosted agent's conversation kept for this
+    # dialog (docs/agents.md); replaced, never mutated, so deltas see it change
+    conversations: dict[str, str] = attrs.Factory(dict)
 
     def append(self, entry: dict[str, Any], now: float) -> dict[str, Any]:
         """Add a transcript entry with the next ``seq`` (1, 2, ...)."""
@@ -55,3 +58,7 @@ class DialogRecord:
         if record.messages:
             record.seq = max(record.seq, int(record.messages[-1].get("seq", 0)))
         return record
+
+
+# every field, in declaration order (what a snapshot copies)
+RECORD_FIELDS = tuple(a.name for a in attrs.fields(DialogRecord))

@@ -1,13 +1,19 @@
 """Dialog files that cost what changed, not the whole transcript.
 
-The file store writes every changed dialog each ``--flush-interval``, and it
-serialises on the reactor thread (a consistent snapshot). Re-encoding a long
+The file store writes every changed dialog each ``--flush-interval``: the
+reactor only copies the records' containers (:func:`snapshot_of`), and the
+flush thread serialises the copies and writes them. Re-encoding a long
 transcript each time is quadratic over a dialog's life: the benchmark saw
 100 busy dialogs' flushes take seconds and routing collapse to a few hundred
 messages per second. Transcript entries never change once appended
 (:meth:`DialogRecord.append`), so each is encoded once and kept as bytes; a
 flush encodes only the new entries and joins bytes. The file stays a JSON
 object with indented fields and one transcript entry per line.
+
+The bytes kept are bounded: a closed dialog's are dropped once its file is
+written (it rarely grows again; if it does, it is encoded afresh once), and
+beyond ``max_entries`` encoded entries in all, the dialogs written longest ago
+are dropped first.
 """
 
 from __future__ import annotations
@@ -15,10 +21,22 @@ from __future__ import annotations
 from typing import Any
 
 from libchat.jsonc import dumps, dumps_pretty
-from libchat.storage.records import DialogRecord
+from libchat.storage.records import CLOSED, RECORD_FIELDS, DialogRecord
 
 # below this many entries re-encoding is cheap: keep no bytes for the record
 MIN_CACHED = 32
+# encoded transcript entries kept in all (a few hundred bytes each)
+MAX_ENTRIES = 500_000
+
+
+def snapshot_of(record: DialogRecord) -> dict[str, Any]:
+    """A copy the flush thread may serialise while the reactor keeps changing
+    the record: the containers are copied; entries and values are never
+    mutated after they are added, so they are shared."""
+    data = {name: getattr(record, name) for name in RECORD_FIELDS}  # attrs.asdict is 3x slower
+    data["messages"] = list(record.messages)
+    data["memory"] = {p: dict(keys) for p, keys in record.memory.items()}
+    return data
 
 
 class _Encoded:
@@ -31,16 +49,22 @@ class _Encoded:
 
 
 class RecordEncoder:
-    """``encode(record)`` -> the bytes of ``DATA/<dialog_id>.json``."""
+    """``encode(record)`` -> the bytes of ``DATA/<dialog_id>.json``.
 
-    def __init__(self, min_cached: int = MIN_CACHED) -> None:
+    Used by one thread at a time (the file store's flush thread, one flush at
+    a time): it is not locked."""
+
+    def __init__(self, min_cached: int = MIN_CACHED, max_entries: int = MAX_ENTRIES) -> None:
         self.min_cached = min_cached
+        self.max_entries = max_entries
+        # dialog id -> its encoded entries, the least recently written first
         self._cache: dict[str, _Encoded] = {}
+        self._entries_kept = 0
 
     def _entries(self, dialog_id: str, messages: list[dict[str, Any]],
                  source: list[Any] | None = None) -> list[bytes]:
         source = messages if source is None else source
-        enc = self._cache.get(dialog_id)
+        enc = self.forget(dialog_id)
         n = len(enc.chunks) if enc else 0
         if (enc is None or enc.source is not source or n > len(messages)
                 or (n and messages[n - 1].get("seq") != enc.last_seq)):
@@ -49,32 +73,42 @@ class RecordEncoder:
         if messages:
             enc.last_seq = messages[-1].get("seq")
         if len(messages) >= self.min_cached:
-            self._cache[dialog_id] = enc
-        else:
-            self._cache.pop(dialog_id, None)
+            self._cache[dialog_id] = enc  # now the most recently written
+            self._entries_kept += len(enc.chunks)
+            while self._entries_kept > self.max_entries and len(self._cache) > 1:
+                self.forget(next(iter(self._cache)))
         return enc.chunks
 
     def encode(self, record: DialogRecord) -> bytes:
         return self.encode_data(record.to_json(), record.messages)
 
     def encode_data(self, data: dict[str, Any], source: list[Any]) -> bytes:
-        """Encode a copy of a record (``libchat.storage.store.snapshot_of``) whose
-        ``messages`` holds the first entries of the record's live list
-        ``source`` (the cache is keyed on that list). The file store calls it
-        from its flush thread, one flush at a time."""
+        """Encode a copy of a record (:func:`snapshot_of`) whose ``messages``
+        holds the first entries of the record's live list ``source`` (the
+        cache is keyed on that list)."""
         data = dict(data)
         messages = data.pop("messages")
         head = dumps_pretty(data)
         assert head.endswith(b"\n}"), head[-8:]
         chunks = self._entries(data["dialog_id"], messages, source)
+        if data.get("state") == CLOSED:
+            self.forget(data["dialog_id"])  # written whole; it rarely grows again
         if not chunks:
             return head[:-2] + b',\n  "messages": []\n}\n'
         return b"".join((head[:-2], b',\n  "messages": [\n    ', b",\n    ".join(chunks),
                          b"\n  ]\n}\n"))
 
-    def forget(self, dialog_id: str) -> None:
-        self._cache.pop(dialog_id, None)
+    def forget(self, dialog_id: str) -> _Encoded | None:
+        """Drop the bytes kept for a dialog; returns them (or None)."""
+        enc = self._cache.pop(dialog_id, None)
+        if enc is not None:
+            self._entries_kept -= len(enc.chunks)
+        return enc
 
     def cached(self) -> int:
         """Records whose entries are kept encoded (tests, metrics)."""
         return len(self._cache)
+
+    def entries_kept(self) -> int:
+        """Encoded transcript entries kept in all (tests, metrics)."""
+        return self._entries_kept

@@ -1,9 +1,12 @@
-"""Dialog records and tool memory: in memory, and as ``DATA/<dialog_id>.json``.
+"""Dialog records and tool memory as ``DATA/<dialog_id>.json`` plus a journal.
 
-The JSON store serialises changed records on the reactor thread (a consistent
-snapshot) and writes them through ``run_io`` (a thread pool in production), each
-atomically: temp file, fsync, rename, fsync of the directory. A crash leaves the
-old file or the new one, never half of either.
+A flush copies the changed records' containers on the reactor thread (a few
+hundred per turn) and, in ``run_io`` (the flush thread in production),
+serialises them and writes each file atomically: temp file, fsync, rename,
+fsync of the directory. A crash leaves the old file or the new one, never half
+of either. Between flushes, every change is pushed to the journal as it
+happens (:mod:`libchat.storage.deltas`), so ``kill -9`` loses nothing that was
+acknowledged (docs/durability.md).
 """
 
 from __future__ import annotations
@@ -12,109 +15,30 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Callable
 
-import attrs
 from twisted.internet import defer
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from libchat.storage.atomic import fsync_dir, write_atomic
-from libchat.protocol.events import valid_dialog_id
 from libchat.interfaces import IStore
-from libchat.storage.journal import Journal
 from libchat.jsonc import loads
+from libchat.protocol.events import valid_dialog_id
+from libchat.storage.atomic import fsync_dir, write_atomic
+from libchat.storage.deltas import (RecordDeltas, apply_record, mem_entry, queued_entry,
+                                    taken_entry)
+from libchat.storage.journal import Journal
+from libchat.storage.memory import MemoryStore
 from libchat.storage.records import DialogRecord
-from libchat.storage.snapshot import RecordEncoder
+from libchat.storage.snapshot import RecordEncoder, snapshot_of
+
+__all__ = ["JsonFileStore", "MemoryStore", "SNAPSHOT_CHUNK", "run_inline"]
 
 RunIO = Callable[..., "defer.Deferred[Any]"]
+SNAPSHOT_CHUNK = 500  # records copied per reactor turn during a flush
 
 
 def run_inline(f: Callable[..., Any], *args: Any) -> "defer.Deferred[Any]":
     """Run blocking I/O right away (tests, tiny deployments)."""
     return defer.maybeDeferred(f, *args)
-
-
-@implementer(IStore)
-class MemoryStore:
-    """Keeps everything in memory; the base of the file store and a test fake."""
-
-    log = Logger()
-
-    def __init__(self) -> None:
-        self._records: dict[str, DialogRecord] = {}
-        self._dirty: dict[str, DialogRecord] = {}
-        # (user, program, key) -> (at, value): newest save wins across dialogs
-        self._memory: dict[tuple[str, str, str], tuple[float, Any]] = {}
-
-    def load(self) -> list[DialogRecord]:
-        return list(self._records.values())
-
-    def get(self, dialog_id: str) -> DialogRecord | None:
-        return self._records.get(dialog_id)
-
-    def add(self, record: DialogRecord) -> None:
-        self._records[record.dialog_id] = record
-        self.changed(record)
-
-    def changed(self, record: DialogRecord) -> None:
-        self._dirty[record.dialog_id] = record
-
-    def records(self) -> list[DialogRecord]:
-        return list(self._records.values())
-
-    def memory_get(self, user_id: str, program: str, key: str) -> Any:
-        hit = self._memory.get((user_id, program, key))
-        return None if hit is None else hit[1]
-
-    def memory_set(
-        self, user_id: str, program: str, key: str, value: Any, dialog_id: str, now: float = 0.0
-    ) -> "defer.Deferred[None]":
-        self._memory[(user_id, program, key)] = (now, value)
-        record = self._records.get(dialog_id)
-        if record is not None:
-            record.remember(program, key, value, now)
-            self.changed(record)
-        return defer.succeed(None)
-
-    def _index(self, record: DialogRecord) -> None:
-        for program, keys in record.memory.items():
-            for key, item in keys.items():
-                at = float(item.get("at", 0))
-                slot = (record.user_id, program, key)
-                if slot not in self._memory or self._memory[slot][0] <= at:
-                    self._memory[slot] = (at, item.get("value"))
-
-    # replies kept for an absent upstream: only the file store makes them durable
-    def pending(self) -> dict[str, list[dict[str, Any]]]:
-        return {}
-
-    def pending_put(self, channel: str, event: dict[str, Any]) -> None:
-        pass
-
-    def pending_taken(self, channel: str, count: int) -> None:
-        pass
-
-    def take_dirty(self) -> list[DialogRecord]:
-        dirty, self._dirty = list(self._dirty.values()), {}
-        return dirty
-
-    def flush(self) -> "defer.Deferred[int]":
-        return defer.succeed(len(self.take_dirty()))
-
-
-def snapshot_of(record: DialogRecord) -> dict[str, Any]:
-    """A copy the flush thread may serialise while the reactor keeps changing
-    the record: the containers are copied; entries and values are never
-    mutated after they are added, so they are shared."""
-    data = {name: getattr(record, name) for name in RECORD_FIELDS}  # attrs.asdict is 3x slower
-    data["messages"] = list(record.messages)
-    data["memory"] = {p: dict(keys) for p, keys in record.memory.items()}
-    return data
-
-
-SNAPSHOT_CHUNK = 500  # records copied per reactor turn during a flush
-RECORD_FIELDS = tuple(a.name for a in attrs.fields(DialogRecord))
-HEADER_FIELDS = ("user_id", "created_at", "updated_at", "program", "state", "channel", "seq")
 
 
 @implementer(IStore)
@@ -134,10 +58,7 @@ class JsonFileStore(MemoryStore):
         self._flushing: defer.Deferred[int] | None = None
         self._waiters: list[defer.Deferred[int]] = []
         self.journal = Journal(self.directory / ".journal", run_io) if journal else None
-        if self.journal is not None:
-            self.journal.collect = self._deltas
-        self._notes: dict[str, DialogRecord] = {}  # changed since last journaled
-        self._journaled: dict[str, tuple[Any, ...]] = {}  # dialog -> header last journaled
+        self._deltas = RecordDeltas()
         self._pending: dict[str, deque[dict[str, Any]]] = {}
         self._checkpointed = -1  # journal.appended at the last checkpoint
         # encodes each transcript entry once: flushes cost what changed
@@ -168,7 +89,7 @@ class JsonFileStore(MemoryStore):
             stale.unlink(missing_ok=True)
         replayed = self._replay() if self.journal is not None else 0
         for record in self._records.values():
-            self._journaled[record.dialog_id] = self._header(record)
+            self._deltas.known(record)
         self.log.info("loaded {count} dialogs from {directory} ({replayed} journal entries)",
                       count=len(self._records), directory=str(self.directory),
                       replayed=replayed)
@@ -176,31 +97,14 @@ class JsonFileStore(MemoryStore):
 
     # -- journal -----------------------------------------------------------------
 
-    @staticmethod
-    def _header(record: DialogRecord) -> tuple[Any, ...]:
-        return tuple(getattr(record, f) for f in HEADER_FIELDS if f != "updated_at")
-
     def changed(self, record: DialogRecord) -> None:
+        """Marks the record for the next snapshot and pushes what changed to
+        the journal (written behind: one line per dialog per group commit)."""
         super().changed(record)
         if self.journal is not None:
-            self._notes[record.dialog_id] = record
-            self.journal.kick()
-
-    def _deltas(self) -> list[dict[str, Any]]:
-        """Journal entries for what changed in records since last journaled."""
-        notes, self._notes = self._notes, {}
-        out = []
-        for dialog_id, record in notes.items():
-            before = self._journaled.get(dialog_id)
-            header = self._header(record)
-            new = record.seq - (before[-1] if before else 0)
-            if header == before:
-                continue
-            self._journaled[dialog_id] = header
-            out.append({"t": "rec", "d": dialog_id,
-                        "h": {f: getattr(record, f) for f in HEADER_FIELDS},
-                        "m": record.messages[-new:] if new > 0 else []})
-        return out
+            entry = self._deltas.delta(record)
+            if entry is not None:
+                self.journal.append_behind(entry, merge_key=record.dialog_id)
 
     def _replay(self) -> int:
         assert self.journal is not None
@@ -224,32 +128,15 @@ class JsonFileStore(MemoryStore):
             for _ in range(min(int(entry["n"]), len(queue))):
                 queue.popleft()
         elif kind == "mem":
-            slot = (entry["u"], entry["p"], entry["k"])
-            if slot not in self._memory or self._memory[slot][0] <= entry["at"]:
-                self._memory[slot] = (entry["at"], entry["v"])
+            self._remember(entry["u"], entry["p"], entry["k"], entry["v"], entry["at"])
             record = self._records.get(entry["d"])
             if record is not None:
                 record.remember(entry["p"], entry["k"], entry["v"], entry["at"])
                 self._dirty[record.dialog_id] = record
         elif kind == "rec":
-            self._apply_record(entry["d"], entry["h"], entry["m"])
-
-    def _apply_record(self, dialog_id: str, header: dict[str, Any],
-                      messages: list[dict[str, Any]]) -> None:
-        self.path_for(dialog_id)  # refuses an id that is not a safe file name
-        record = self._records.get(dialog_id)
-        if record is None:
-            record = self._records[dialog_id] = DialogRecord(
-                dialog_id=dialog_id, user_id=header["user_id"],
-                created_at=header["created_at"], updated_at=header["updated_at"])
-        if header["seq"] >= record.seq:  # an older entry never rolls a record back
-            for f in ("updated_at", "program", "state", "channel"):
-                setattr(record, f, header[f])
-        for m in messages:
-            if int(m["seq"]) > record.seq:
-                record.messages.append(m)
-                record.seq = int(m["seq"])
-        self._dirty[dialog_id] = record
+            self.path_for(entry["d"])  # refuses an id that is not a safe file name
+            record = apply_record(self._records, entry)
+            self._dirty[record.dialog_id] = record
 
     def memory_set(
         self, user_id: str, program: str, key: str, value: Any, dialog_id: str, now: float = 0.0
@@ -257,8 +144,7 @@ class JsonFileStore(MemoryStore):
         """Answered once the save is in the journal and fsynced."""
         if self.journal is None:
             return super().memory_set(user_id, program, key, value, dialog_id, now)
-        d = self.journal.append({"t": "mem", "u": user_id, "p": program, "k": key,
-                                 "v": value, "d": dialog_id, "at": now})
+        d = self.journal.append(mem_entry(user_id, program, key, value, dialog_id, now))
         super().memory_set(user_id, program, key, value, dialog_id, now)
         return d
 
@@ -269,18 +155,15 @@ class JsonFileStore(MemoryStore):
 
     def pending_put(self, channel: str, event: dict[str, Any]) -> None:
         self._pending.setdefault(channel, deque()).append(event)
-        self._journal_behind({"t": "pq", "c": channel, "e": event})
+        if self.journal is not None:
+            self.journal.append_behind(queued_entry(channel, event))
 
     def pending_taken(self, channel: str, count: int) -> None:
         queue = self._pending.get(channel, deque())
         for _ in range(min(count, len(queue))):
             queue.popleft()
-        self._journal_behind({"t": "pt", "c": channel, "n": count})
-
-    def _journal_behind(self, entry: dict[str, Any]) -> None:
         if self.journal is not None:
-            self.journal.append(entry).addErrback(
-                lambda f: self.log.failure("journaling a pending reply failed", f))
+            self.journal.append_behind(taken_entry(channel, count))
 
     # -- snapshots ---------------------------------------------------------------
 

@@ -23,7 +23,8 @@ class FrameClient(FrameProtocol):
         self.events.put(loads(body))
 
     def frameError(self, error: FrameError) -> None:
-        self.transport.loseConnection()
+        if self.transport is not None:
+            self.transport.loseConnection()
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         if not self.closed.called:

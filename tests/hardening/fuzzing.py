@@ -1,6 +1,6 @@
 """Fuzz harnesses shared by the hypothesis tests and the long run
 (``python -m tests.hardening.fuzz``). Each takes one input, drives the real
-code over in-memory transports, and raises AssertionError when a CONTRACT
+code over in-memory transports, and raises AssertionError when a protocol
 rule is broken."""
 
 from __future__ import annotations
@@ -12,14 +12,15 @@ from typing import Any
 
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from libchat.protocol import codes
 from libchat.protocol.events import BadEvent, parse_upstream
 from libchat.jsonc import loads
 from libchat.doors.memory_api import MemoryAPI
 from libchat.storage.records import DialogRecord
-from libchat.core.router import TokenInfo
-from libchat.runtimes.node.runner import ProgramConnection
+from libchat.interfaces import TokenInfo
+from libchat.runtimes.node.program_io import IChannelOwner, ProgramConnection
 from libchat.storage.store import MemoryStore
 from libchat.protocol.wire import HEADER_SIZE, MAGIC, FrameDecoder, encode_event, encode_frame
 
@@ -105,43 +106,42 @@ class FrontWorld:
         self.tmp.cleanup()
 
 
-class StubInstance:
-    """What ProgramConnection needs of a NodeInstance, recording events."""
+@implementer(IChannelOwner)
+class RecordingOwner:
+    """An IChannelOwner that accepts its peer and checks every event."""
 
     def __init__(self) -> None:
-        self.program, self.dialog_id = "fuzz", "d1"
+        self.instance_id, self.program, self.dialog_id = "fuzz-i1", "fuzz", "d1"
         self.events: list[dict[str, Any]] = []
         self.connected = self.disconnected = False
 
-        class Runtime:
-            reading_paused = False
-        self.runtime = Runtime()
-
-    def _peer_ok(self, pid: int | None) -> bool:
+    def peerAllowed(self, pid: int | None) -> bool:
         return True
 
-    def _connected(self, conn: Any) -> None:
+    def channelConnected(self, connection: Any) -> None:
         self.connected = True
 
-    def _disconnected(self, conn: Any) -> None:
+    def channelLost(self, connection: Any) -> None:
         self.disconnected = True
 
-    def _event(self, event: dict[str, Any]) -> None:
+    def channelEvent(self, event: dict[str, Any]) -> None:
         assert event["event_type"] in (2001, 2002, 2003), event
         if event["event_type"] == 2001:
             assert isinstance(event["messages"]["content"], str)
         self.events.append(event)
 
+    def processExited(self, reason: Failure) -> None:
+        raise AssertionError("no process here")
+
 
 def feed_program(chunks: list[bytes]) -> None:
     """Random bytes from a program: valid events reach the instance, bad
     ones get a 2004, a broken stream is closed; nothing raises."""
-    inst = StubInstance()
-    conn = ProgramConnection()
-    conn.instance = inst  # type: ignore[assignment]
-    conn.max_frame = MAX_FRAME
+    owner = RecordingOwner()
+    conn = ProgramConnection(owner, max_frame=MAX_FRAME)
     transport = StringTransport()
     conn.makeConnection(transport)
+    assert owner.connected
     for chunk in chunks:
         if transport.disconnecting:
             break
@@ -192,5 +192,5 @@ def split(data: bytes, cuts: list[int]) -> list[bytes]:
     return [c for c in chunks if c]
 
 
-__all__ = ["FrontWorld", "feed_program", "memory_api", "memory_request", "seeds", "split",
+__all__ = ["FrontWorld", "RecordingOwner", "feed_program", "memory_api", "memory_request", "seeds", "split",
            "HEADER_SIZE"]

@@ -39,13 +39,13 @@ def test_pending_past_the_high_water_mark_pauses_programs_until_drained(
     proto.connectionLost(None)  # type: ignore[arg-type]
     for n in range(3):
         instance.say({"event_type": 2001, "messages": {"content": f"r{n}"}})
-    assert w.runtime.calls == []
+    assert w.runtime.flow == []
     instance.say({"event_type": 2001, "messages": {"content": "r3"}})
-    assert w.runtime.calls == ["pause"]
+    assert w.runtime.flow == ["pause"]
     instance.say({"event_type": 2001, "messages": {"content": "r4"}})
-    assert w.runtime.calls == ["pause"], "paused twice"
+    assert w.runtime.flow == ["pause"], "paused twice"
     proto2, transport2 = w.connect()
-    assert w.runtime.calls == ["pause", "resume"]
+    assert w.runtime.flow == ["pause", "resume"]
     assert [e["messages"]["content"] for e in frames(transport2)] == [f"r{n}" for n in range(5)]
 
 

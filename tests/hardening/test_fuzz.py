@@ -1,7 +1,7 @@
 """Property tests (bounded; the long run is ``python -m tests.hardening.fuzz``):
 random and mutated frames into the front protocol and a program socket,
 random bodies into the memory API. No unhandled exception, every input
-answered per CONTRACT sections 1/3/5, other connections unaffected."""
+answered per docs/protocol.md §1, docs/protocol.md §2-3, docs/protocol.md §7, other connections unaffected."""
 
 from __future__ import annotations
 
@@ -104,3 +104,17 @@ def test_memory_api_answers_every_body_with_json_and_no_5xx(
     status = memory_request(api, store, body, {"Authorization": auth, "Content-Type": ctype})
     if status != 200:
         assert not store._memory, "a refused request wrote something"
+
+
+def test_the_fuzz_owner_is_a_declared_channel_owner() -> None:
+    """The program-socket harness drives ProgramConnection through the same
+    IChannelOwner interface NodeInstance implements (no hidden interface)."""
+    from zope.interface.verify import verifyObject
+
+    from libchat.runtimes.node.program_io import IChannelOwner
+    from libchat.runtimes.node.runner import NodeInstance
+
+    from .fuzzing import RecordingOwner
+
+    assert verifyObject(IChannelOwner, RecordingOwner())
+    assert IChannelOwner.implementedBy(NodeInstance)

@@ -239,3 +239,102 @@ def test_a_chunked_snapshot_loses_no_change_made_between_chunks(tmp_path: Path) 
     for r in (records[0], records[-1]):
         back = again.get(r.dialog_id)
         assert back is not None and [m["message_id"] for m in back.messages] == ["late"]
+
+
+def test_every_record_field_survives_a_crash_before_any_snapshot(tmp_path: Path) -> None:
+    """A REST session's pinned intent (and every other field of the record)
+    is back after kill -9, from the journal alone: the header a ``rec`` entry
+    carries must be the whole record but its transcript and memory."""
+    import attrs
+
+    store = JsonFileStore(tmp_path)
+    store.load()
+    record = DialogRecord(dialog_id="s1", user_id="u1", created_at=1.5, updated_at=2.5,
+                          program="memo", state=FOREGROUND, channel="rest", intent="echo")
+    store.add(record)
+    record.append({"event_type": 1001, "message_id": "m1", "messages": {}, "at": 3.0}, 3.0)
+    store.changed(record)
+    store.memory_set("u1", "memo", "k", "v", "s1", 4.0)
+    assert not list(tmp_path.glob("*.json")), "no snapshot was meant to be written"
+
+    back = reopen(tmp_path).get("s1")
+    assert back is not None
+    for field in attrs.fields(DialogRecord):
+        assert getattr(back, field.name) == getattr(record, field.name), field.name
+    assert back.intent == "echo"  # the field the header used to leave out
+
+
+def test_the_store_pushes_to_the_journal_which_holds_no_way_back(tmp_path: Path) -> None:
+    """One-way layering: the journal is handed entries; it keeps no callable
+    of the store (it once pulled the record deltas out of it)."""
+    store = JsonFileStore(tmp_path)
+    store.load()
+    journal = store.journal
+    assert journal is not None
+    held = [getattr(v, "__self__", v) for v in vars(journal).values()]
+    assert not any(h is store for h in held)
+    record = dialog(store)
+    record.append({"event_type": 1001, "message_id": "m1", "messages": {}, "at": 2}, 2)
+    store.changed(record)  # pushed and written at once (inline I/O)
+    entries = [e for e in journal.replay() if e["t"] == "rec"]
+    assert [[m["message_id"] for m in e["m"]] for e in entries] == [[], ["m1"]]
+
+
+def test_journal_alone_merges_keyed_entries_until_written(tmp_path: Path) -> None:
+    from libchat.storage.journal import Journal
+
+    io = HeldIO()
+    journal = Journal(tmp_path, io)
+    journal.append_behind({"t": "rec", "d": "a", "h": 1, "m": [1]}, merge_key="a")  # in flight
+    journal.append_behind({"t": "rec", "d": "a", "h": 2, "m": [2]}, merge_key="a")
+    journal.append_behind({"t": "pq", "c": "frame", "e": {}})
+    journal.append_behind({"t": "rec", "d": "a", "h": 3, "m": [3, 4]}, merge_key="a")
+    journal.append_behind({"t": "rec", "d": "b", "h": 9, "m": []}, merge_key="b")
+    saved = journal.append({"t": "mem"})
+    while io.calls:
+        io.release()
+    assert saved.called
+    got = [(e["t"], e.get("h"), e.get("m")) for e in Journal(tmp_path, io).replay()]
+    assert got == [("rec", 1, [1]), ("rec", 3, [2, 3, 4]), ("pq", None, None),
+                   ("rec", 9, []), ("mem", None, None)]
+
+
+def test_changes_to_a_dialog_during_a_write_go_out_as_one_line(tmp_path: Path) -> None:
+    store, io = held_store(tmp_path)
+    record = store.get("d1")
+    assert record is not None
+    record.state = FOREGROUND
+    store.changed(record)  # this write is in flight ...
+    for n in range(5):  # ... these wait for it, merged
+        record.append({"event_type": 1001, "message_id": f"m{n}", "messages": {}, "at": n}, n)
+        store.changed(record)
+    assert len(io.calls) == 1
+    io.release()
+    (_, (path, data, _drop), _) = io.calls[0]
+    lines = [decode_line(line) for line in data.splitlines(keepends=True)]
+    assert [(e["t"], len(e["m"])) for e in lines] == [("rec", 5)]  # type: ignore[index]
+    io.release()
+    back = reopen(tmp_path).get("d1")
+    assert back is not None and back.state == FOREGROUND
+    assert [m["message_id"] for m in back.messages] == [f"m{n}" for n in range(5)]
+
+
+def test_a_change_made_after_a_snapshot_started_is_not_merged_into_what_it_covers(
+        tmp_path: Path) -> None:
+    """A delta queued before the snapshot's cut is skipped at replay (the
+    snapshot holds it); a later change merged into it would be lost."""
+    store, io = held_store(tmp_path)
+    record = store.get("d1")
+    assert record is not None
+    record.state = FOREGROUND
+    store.changed(record)  # a write in flight
+    record.append({"event_type": 1001, "message_id": "before", "messages": {}, "at": 1}, 1)
+    store.changed(record)  # queued behind it, numbered inside the cut
+    store.flush()  # copies the record now, with "before"
+    record.append({"event_type": 2001, "message_id": "after", "messages": {}, "at": 2}, 2)
+    store.changed(record)
+    while io.calls:
+        io.release()
+    back = reopen(tmp_path).get("d1")
+    assert back is not None
+    assert [m["message_id"] for m in back.messages] == ["before", "after"]

@@ -14,7 +14,8 @@ from twisted.internet.error import ConnectionDone
 from twisted.python.failure import Failure
 
 from libchat.doors.memory_api import MAX_BODY, MAX_KEY, MemoryAPI
-from libchat.core.router import TokenInfo
+from libchat.doors.http import bounded_site
+from libchat.interfaces import TokenInfo
 from libchat.storage.store import JsonFileStore
 
 TOKEN = "t-alice"
@@ -170,7 +171,7 @@ def test_oversized_bodies_are_discarded_as_they_arrive(api: Any) -> None:
     """A body over the limit, declared by Content-Length or sent in chunks,
     is never kept (not in memory, not in a temp file) and gets 413."""
     memory, store = api
-    site = memory.site()
+    site = bounded_site(memory.app.resource(), MAX_BODY)  # what tap listens with
     site.timeOut = None  # no timers on the global reactor
     body = json.dumps(save(value="v" * (4 * MAX_BODY))).encode()
     auth = f"Authorization: Bearer {TOKEN}\r\n".encode()

@@ -21,7 +21,10 @@ def server(tmp_path: Path) -> Any:
 
     def make(*args: str) -> Twistd:
         programs = programs_dir(tmp_path, "memory", "stubborn", "background")
-        s = Twistd(tmp_path, programs, "--flush-interval", "3600", *args)
+        # port 0 for the web doors too: another run on this machine must not
+        # collide on the default 8080
+        s = Twistd(tmp_path, programs, "--flush-interval", "3600",
+                   "--web", "tcp:0:interface=127.0.0.1", *args)
         servers.append(s)
         return s.start()
 

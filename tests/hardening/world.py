@@ -17,26 +17,12 @@ from libchat.testing import FakeRuntime
 from ..helpers import make_program
 
 
-class PausableRuntime(FakeRuntime):
-    """A fake runtime that records router backpressure calls."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls: list[str] = []
-
-    def pause_reading(self) -> None:
-        self.calls.append("pause")
-
-    def resume_reading(self) -> None:
-        self.calls.append("resume")
-
-
 class World:
     def __init__(self, tmp: Path, store: Any = None, **router_kw: Any) -> None:
         self.clock = Clock()
         make_program(tmp / "programs", "echo", keywords=["echo"])
         self.library = ProgramLibrary([tmp / "programs"], now=self.clock.seconds)
-        self.runtime = PausableRuntime()
+        self.runtime = FakeRuntime()  # records pauseEvents/resumeEvents in .flow
         self.store = store or MemoryStore()
         self.router = Router(self.clock, self.library, self.runtime, self.store, **router_kw)
         self.router.start()

@@ -34,7 +34,8 @@ from typing import Any
 
 from libchat.runtimes.node.reaper import marked_pids
 
-from ..hardening.procs import FrameConn, Twistd, alive, message, programs_dir, wait_until
+from ..hardening.procs import FrameConn, Twistd, message, programs_dir
+from ..launcher import alive, wait_until
 
 GRACE = 20.0
 PHASE_LIMIT = 600.0
@@ -74,10 +75,15 @@ class Soak:
     # -- plumbing ----------------------------------------------------------------
 
     def start_server(self) -> None:
-        self.server = Twistd(self.tmp, self.programs, "--flush-interval", "2",
-                             "--max-programs", str(self.args.dialogs + 16),
-                             "--start-timeout", "60", "--kill-grace", "2",
-                             data=self.tmp / "data", runtime_base=self.tmp / "run").start(60)
+        """Start twistd, or restart the killed one on the same data and run dirs."""
+        if self.server is None:
+            self.server = Twistd(self.tmp, self.programs, "--flush-interval", "2",
+                                 "--max-programs", str(self.args.dialogs + 16),
+                                 "--start-timeout", "60", "--kill-grace", "2",
+                                 data=self.tmp / "data", runtime_base=self.tmp / "run")
+            self.server.start(60)
+        else:
+            self.server.restart(60)
         self.run_ids.append(self.server.run_id())
         self.conn = self.server.connect()
         self.conn.timeout = 60
@@ -203,13 +209,12 @@ class Soak:
                 e = self.conn.recv(max(0.05, deadline - time.monotonic()))
             except TimeoutError:
                 break
-            d = self.handle(e)
+            self.handle(e)
             waiting = self.dialogs.get(e.get("dialog_id", ""))
             if e["event_type"] == 2002 and waiting is not None and waiting.waiting:
                 # the old server is gone: no reply can follow this 2002
                 self.counts["in flight at the crash, answered by a 2002"] += 1
                 waiting.waiting = waiting.ended = None
-            del d
         for d in self.dialogs.values():
             if d.waiting is not None:
                 d.lost.append(d.waiting[0])
@@ -273,7 +278,7 @@ class Soak:
             self.check_leaks()
         finally:
             if self.server is not None:
-                self.server.kill9()
+                self.server.close()
         self.counts["seconds"] = round(time.monotonic() - t0)
         self.report()
         if not self.args.keep:

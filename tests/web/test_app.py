@@ -1,4 +1,6 @@
-"""The web listener's Klein apps through treq.testing.StubTreq (no port), on fakes."""
+"""The web listener's Klein apps through treq.testing.StubTreq (no port): on a
+FakeRouter for the doors alone, and once on the real router (on fakes) to
+show the pieces fit."""
 
 from __future__ import annotations
 
@@ -9,15 +11,30 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 from treq.testing import StubTreq
 
-from libchat.protocol import codes
+from twisted.internet.task import Clock
+
+from libchat.doors.web import app as web
 from libchat.doors.web.auth import mint
+from libchat.protocol import codes
+from libchat.testing import FakeRouter
 
 from .helpers import World
 
 SECRET = b"unit-test-secret-of-32-bytes-or-more-000"
 
 
-def client(world: World) -> StubTreq:
+class Doors:
+    """The web doors on a FakeRouter and a task.Clock."""
+
+    def __init__(self, secret: bytes | None = None, **settings: Any) -> None:
+        self.clock = Clock()
+        self.router = FakeRouter()
+        self.web = web.build(self.router, self.clock,
+                             web.WebSettings(secret=secret, **settings))
+        self.gateway = self.web.gateway
+
+
+def client(world: World | Doors) -> StubTreq:
     return StubTreq(world.web.resource())
 
 
@@ -43,7 +60,7 @@ def call(stub: StubTreq, method: str, path: str, user: str | None = "alice",
     return response.code, json.loads(raw) if raw else None
 
 
-def test_session_messages_long_poll_and_close(tmp_path: Path) -> None:
+def test_session_messages_long_poll_and_close_on_the_real_router(tmp_path: Path) -> None:
     w = World(tmp_path)
     stub = client(w)
     status, session = call(stub, "POST", "/api/chat/sessions", body={"intent": "echo"})
@@ -68,8 +85,29 @@ def test_session_messages_long_poll_and_close(tmp_path: Path) -> None:
     assert got["messages"][0]["reason"] == codes.CLIENT_CLOSED
 
 
-def test_wait_is_clamped_to_30_seconds(tmp_path: Path) -> None:
-    w = World(tmp_path)
+def test_a_posted_message_is_routed_and_answered_with_the_receipts_seq() -> None:
+    w = Doors()
+    stub = client(w)
+    _, session = call(stub, "POST", "/api/chat/sessions", body={"intent": "echo"})
+    sid = session["session_id"]
+    assert w.router.info(sid).intent == "echo"
+    w.router.reply(sid, "already here")  # seq 1
+    status, posted = call(stub, "POST", f"/api/chat/sessions/{sid}/messages",
+                          body={"content": "hi", "message_id": "m1"})
+    assert (status, posted) == (202, {"message_id": "m1", "seq": 2})
+    [(_, event)] = w.router.received
+    assert (event["dialog_id"], event["user_id"], event["messages"]["content"]) == (
+        sid, "alice", "hi")
+    w.router.refusals.append(codes.error(codes.BUSY, "program limit of 1 reached"))
+    status, error = call(stub, "POST", f"/api/chat/sessions/{sid}/messages",
+                         body={"content": "again"})
+    assert (status, error["code"]) == (429, codes.BUSY)
+    status, got = call(stub, "GET", f"/api/chat/sessions/{sid}/messages?after=1")
+    assert [e["seq"] for e in got["messages"]] == [2]
+
+
+def test_wait_is_clamped_to_30_seconds() -> None:
+    w = Doors()
     stub = client(w)
     _, session = call(stub, "POST", "/api/chat/sessions")
     got: list[Any] = []
@@ -84,8 +122,8 @@ def test_wait_is_clamped_to_30_seconds(tmp_path: Path) -> None:
     assert json.loads(got[0].content().result) == {"messages": []}
 
 
-def test_errors(tmp_path: Path) -> None:
-    w = World(tmp_path, rate=2, max_frame=1000)
+def test_errors() -> None:
+    w = Doors(rate=2, max_frame=1000)
     stub = client(w)
     _, session = call(stub, "POST", "/api/chat/sessions", body={"intent": "echo"})
     base = f"/api/chat/sessions/{session['session_id']}"
@@ -106,8 +144,8 @@ def test_errors(tmp_path: Path) -> None:
     assert call(stub, "POST", base + "/messages", body={"content": "hi"})[0] == 202
 
 
-def test_jwt_mode_wants_a_valid_bearer_token(tmp_path: Path) -> None:
-    w = World(tmp_path, secret=SECRET)
+def test_jwt_mode_wants_a_valid_bearer_token() -> None:
+    w = Doors(secret=SECRET)
     stub = client(w)
     assert call(stub, "POST", "/api/chat/sessions")[0] == 401  # X-User-Id is not enough
     good = {"Authorization": "Bearer " + mint(SECRET, "carol")}
@@ -117,8 +155,8 @@ def test_jwt_mode_wants_a_valid_bearer_token(tmp_path: Path) -> None:
     assert call(stub, "POST", "/api/chat/sessions", user=None, headers=bad)[0] == 401
 
 
-def test_page_static_openapi_healthz_and_metrics_are_served(tmp_path: Path) -> None:
-    w = World(tmp_path)
+def test_page_static_openapi_healthz_and_metrics_are_served() -> None:
+    w = Doors()
     stub = client(w)
     d = stub.get("http://libchat/")
     stub.flush()
@@ -142,3 +180,23 @@ def test_page_static_openapi_healthz_and_metrics_are_served(tmp_path: Path) -> N
     names = {f.name for f in text_string_to_metric_families(d.result.content().result.decode())}
     assert {"libchat_events", "libchat_dialogs_live", "libchat_instances_live",
             "libchat_spawn_seconds", "libchat_reply_seconds"} <= names
+
+
+def test_metrics_read_the_routers_stats_and_count_its_events() -> None:
+    w = Doors()
+    stub = client(w)
+    w.router.live = 3
+    _, session = call(stub, "POST", "/api/chat/sessions")
+    call(stub, "POST", f"/api/chat/sessions/{session['session_id']}/messages",
+         body={"content": "hi"})
+    w.router.reply(session["session_id"], "there")
+    d = stub.get("http://libchat/metrics")
+    stub.flush()
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in text_string_to_metric_families(d.result.content().result.decode())
+               for s in f.samples}
+    assert samples[("libchat_dialogs_live", ())] == 3
+    assert samples[("libchat_events_total", (("direction", "in"), ("event_type", "1001")))] == 1
+    assert samples[("libchat_events_total", (("direction", "out"), ("event_type", "2001")))] \
+        == 1
+    assert samples[("libchat_pending_events", (("channel", "web"),))] == 0

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest_twisted
 import treq
 from prometheus_client.parser import text_string_to_metric_families
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, reactor, threads
 
 from libchat.doors.web.client import connect_ws
 
+from ..launcher import alive, wait_until
 from .conftest import Server
 
 
@@ -37,10 +39,13 @@ def test_metrics_parse_and_move_with_a_dialog(dev_server: Server) -> Any:
     assert ("libchat_instances_live", (("role", "foreground"),)) in before
     assert ("libchat_pending_events", (("channel", "frame"),)) in before
 
+    echo_before = instances_of(dev_server, "echo")
     client = yield connect_ws(reactor, "127.0.0.1", dev_server.web, "user_id=mia")
     client.send({"event_type": 1001, "dialog_id": "metrics-d1",
                  "messages": {"content": "echo counted"}})
     yield client.next_event(reactor)
+    echo = instances_of(dev_server, "echo") - echo_before
+    assert echo, "no echo instance found among twistd's children"
     during = yield scrape(dev_server)
     assert during[("libchat_websocket_connections", ())] >= 1
     assert during[("libchat_dialogs_live", ())] >= 1
@@ -62,13 +67,28 @@ def test_metrics_parse_and_move_with_a_dialog(dev_server: Server) -> Any:
     assert moved("libchat_spawn_seconds_count", (("program", "echo"),)) == 1
     assert moved("libchat_reply_seconds_count") == 1
     assert after[("libchat_reply_seconds_sum", ())] > 0
-    # the instance is stopped after the 1002; its stop is counted once it is
-    # gone (no event tells the client when: poll, bounded by the kill grace)
-    for _ in range(100):
+    # the instance is stopped after the 1002 and its stop counted once twistd
+    # reaped it: wait for the process's death (nothing can signal it), then
+    # scrape back to back, each scrape a round trip through twistd's reactor
+    yield threads.deferToThread(wait_until, lambda: not any(alive(p) for p in echo),
+                                15, "the echo instance exited")
+    for _ in range(20):
+        after = yield scrape(dev_server)
         if moved("libchat_instance_stops_total",
                  (("program", "echo"), ("reason", "client_closed"))) == 1:
             break
-        yield task.deferLater(reactor, 0.1, lambda: None)
-        after = yield scrape(dev_server)
     else:
         raise AssertionError("the stop of echo was never counted")
+
+
+def instances_of(server: Server, program: str) -> set[int]:
+    """Pids of twistd's children running ``program`` (from their command line)."""
+    found = set()
+    for pid in server.children():
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if f"/{program}/".encode() in cmdline or f"/{program}.js".encode() in cmdline:
+            found.add(pid)
+    return found

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import attrs
 from autobahn.twisted.resource import WebSocketResource
@@ -18,7 +19,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 
 from libchat.doors.memory_api import json_response
-from libchat.core.router import Router
+from libchat.interfaces import IRouter, IRouterStats
 from libchat.doors.web.auth import Authenticator
 from libchat.doors.web.gateway import WebGateway
 from libchat.doors.web.metrics import Metrics
@@ -51,7 +52,7 @@ PAGE_HEADERS = {
 
 @attrs.frozen
 class WebSettings:
-    """The ``--web`` family of options (defaults: CONTRACT section 8 and docs/web.md)."""
+    """The ``--web`` family of options (defaults: docs/web.md and docs/web.md)."""
 
     secret: bytes | None = None
     max_frame: int = 4 * 1024 * 1024
@@ -122,9 +123,10 @@ class WebApp:
         return json_response(request, 404, {"code": "NOT_FOUND", "message": "no such resource"})
 
 
-def build(router: Router, clock: IReactorTime, settings: WebSettings,
-          now: Callable[[], float] | None = None) -> WebApp:
-    """The web front doors of ``router``; the gateway is attached to it."""
+def build(router: IRouter, clock: IReactorTime, settings: WebSettings,
+          now: Callable[[], float] | None = None, agents: Any = None) -> WebApp:
+    """The web front doors of ``router``; the gateway is attached to it. The
+    metrics read the router as :class:`~libchat.interfaces.IRouterStats`."""
     now = now or clock.seconds
     gateway = WebGateway(router, clock)
     router.attach(gateway)
@@ -133,6 +135,6 @@ def build(router: Router, clock: IReactorTime, settings: WebSettings,
     ws = ChatSocketFactory(gateway, auth, registry, clock, rate=settings.rate,
                            max_frame=settings.max_frame, ping=settings.ping, pong=settings.pong)
     rest = ChatAPI(gateway, auth, now, max_body=settings.max_frame, rate=settings.rate)
-    metrics = Metrics(router, now, connections=registry.count, users=registry.users,
-                      waiting=gateway.waiting)
+    metrics = Metrics(IRouterStats(router), now, connections=registry.count,
+                      users=registry.users, waiting=gateway.waiting, agents=agents)
     return WebApp(gateway, auth, registry, ws, rest, metrics)

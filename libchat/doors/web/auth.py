@@ -1,4 +1,4 @@
-"""Who is asking, for the web front doors (CONTRACT section 8), and ``libchat-token``.
+"""Who is asking, for the web front doors (docs/web.md), and ``libchat-token``.
 
 With a secret, a request names its user by an HS256 JWT whose ``sub`` is the
 user id (``exp`` is honoured when present); without one the server runs in

@@ -1,7 +1,8 @@
 """``GET /metrics``: Prometheus metrics of the whole server.
 
 Counters and histograms are fed by the router's observer hooks; gauges are read
-from the live objects at scrape time, so they can never drift. Each server has
+at scrape time (:class:`~libchat.interfaces.IRouterStats`, the sockets, the
+long-polls), so they can never drift. Each server has
 its own :class:`CollectorRegistry` (no process-global state: tests run many).
 """
 
@@ -11,10 +12,11 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric)
 
 from libchat.protocol import codes
-from libchat.core.router import Router
+from libchat.interfaces import IRouterStats
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 CHANNELS = ("frame", "web")
@@ -23,7 +25,7 @@ CHANNELS = ("frame", "web")
 class _LiveGauges:
     """A custom collector: reads the router, the sockets and the long-polls."""
 
-    def __init__(self, router: Router, connections: Callable[[], int],
+    def __init__(self, router: IRouterStats, connections: Callable[[], int],
                  users: Callable[[], int], waiting: Callable[[], int]) -> None:
         self.router = router
         self.connections = connections
@@ -58,10 +60,46 @@ class _LiveGauges:
                                 value=self.waiting())
 
 
+class _AgentFigures:
+    """Hosted agent programs' figures (libchat.runtimes.agents.stats), read
+    at scrape time: ``agents.programs`` maps a program to its numbers."""
+
+    def __init__(self, agents: Any) -> None:
+        self.agents = agents
+
+    def collect(self) -> Iterable[Metric]:
+        programs = sorted(self.agents.programs.items())
+        turns = CounterMetricFamily("libchat_agent_turns", "Agent turns finished.",
+                                    labels=["program", "outcome"])
+        failures = CounterMetricFamily("libchat_agent_failures",
+                                       "Agent turns failed, by reason.",
+                                       labels=["program", "reason"])
+        retries = CounterMetricFamily("libchat_agent_retries",
+                                      "Agent requests retried (429/5xx).", labels=["program"])
+        flying = GaugeMetricFamily("libchat_agent_in_flight",
+                                   "Agent turns in flight now.", labels=["program"])
+        latency = HistogramMetricFamily("libchat_agent_turn_seconds",
+                                        "Seconds from a turn's start to its answer.",
+                                        labels=["program"])
+        first = HistogramMetricFamily("libchat_agent_first_byte_seconds",
+                                      "Seconds from a turn's start to the agent's first event.",
+                                      labels=["program"])
+        for name, s in programs:
+            turns.add_metric([name, "answered"], s.answered)
+            turns.add_metric([name, "failed"], s.turns - s.answered)
+            for reason, n in sorted(s.failures.items()):
+                failures.add_metric([name, reason], n)
+            retries.add_metric([name], s.retries)
+            flying.add_metric([name], s.in_flight)
+            latency.add_metric([name], s.latency.cumulative(), s.latency.total)
+            first.add_metric([name], s.first_byte.cumulative(), s.first_byte.total)
+        yield from (turns, failures, retries, flying, latency, first)
+
+
 class Metrics:
-    def __init__(self, router: Router, now: Callable[[], float], *,
+    def __init__(self, router: IRouterStats, now: Callable[[], float], *,
                  connections: Callable[[], int], users: Callable[[], int],
-                 waiting: Callable[[], int]) -> None:
+                 waiting: Callable[[], int], agents: Any = None) -> None:
         self.now = now
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
@@ -78,6 +116,8 @@ class Metrics:
                                "Seconds from a user message to the first reply of its dialog.",
                                buckets=LATENCY_BUCKETS, registry=r)
         r.register(_LiveGauges(router, connections, users, waiting))
+        if agents is not None:
+            r.register(_AgentFigures(agents))
         self._asked: dict[str, float] = {}  # dialog_id -> when its 1001 came in
         # labels() costs ~7 us a call: on the per-message path, keep the children
         self._event_counters: dict[tuple[str, Any], Any] = {}

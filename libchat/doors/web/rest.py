@@ -1,4 +1,4 @@
-"""The REST session API (CONTRACT section 8), a Klein app mounted at ``/api/chat/``.
+"""The REST session API (docs/web.md), a Klein app mounted at ``/api/chat/``.
 
 A session is a web dialog: what is posted here is routed exactly like a
 WebSocket 1001/1002 (through :class:`~libchat.doors.web.gateway.WebGateway`), and
@@ -25,7 +25,7 @@ from libchat.doors.web.auth import Authenticator, Unauthorized
 from libchat.doors.web.gateway import MAX_REPLAY, NotFound, WebGateway
 from libchat.doors.web.ws import RateLimiter
 
-MAX_WAIT = 30.0  # CONTRACT section 8: wait is clamped to 30 s
+MAX_WAIT = 30.0  # docs/web.md: wait is clamped to 30 s
 MAX_LIMITERS = 10_000
 
 
@@ -71,22 +71,23 @@ class ChatAPI:
 
     def _session(self, user_id: str, session_id: str) -> None:
         try:
-            self.gateway.dialog(user_id, session_id)
+            self.gateway.info(user_id, session_id)
         except NotFound:
             raise _not_found(session_id) from None
 
-    def _route(self, event: dict[str, Any]) -> dict[str, Any]:
+    def _route(self, event: dict[str, Any]) -> tuple[dict[str, Any], int | None]:
         """Validate and route a 1001/1002 like any front door; returns the
-        event as routed (with its generated ``message_id``)."""
+        event as routed (with its generated ``message_id``) and its seq."""
         try:
             event = check_upstream(event)
         except BadEvent as e:
             raise ApiError(400, e.code, e.message) from None
-        answer = self.gateway.receive(event)
+        receipt = self.gateway.receive(event)
+        answer = receipt.error
         if answer is not None:
             status = 429 if answer.get("code") == codes.BUSY else 400
             raise ApiError(status, answer["code"], answer["message"])
-        return event
+        return event, receipt.seq
 
     @app.handle_errors(ApiError)
     def _api_error(self, request: IRequest, failure: Any) -> bytes:
@@ -113,7 +114,7 @@ class ChatAPI:
         user_id = self._user(request)
         body = self._body(request, required=False)
         # like an explicit intent on a frame: one naming no program is
-        # answered with a 2003 when the first message arrives (CONTRACT 2, 3)
+        # answered with a 2003 when the first message arrives (docs/protocol.md §2, docs/protocol.md §2-3)
         intent = body.get("intent")
         try:
             session_id = self.gateway.open_session(user_id, intent)
@@ -136,10 +137,8 @@ class ChatAPI:
         }
         if "message_id" in body:
             event["message_id"] = body["message_id"]
-        event = self._route(event)
-        return json_response(request, 202, {
-            "message_id": event["message_id"],
-            "seq": self.gateway.find_seq(session_id, event["message_id"])})
+        event, seq = self._route(event)
+        return json_response(request, 202, {"message_id": event["message_id"], "seq": seq})
 
     @app.route("/sessions/<string:session_id>/messages", methods=["GET"])
     @defer.inlineCallbacks

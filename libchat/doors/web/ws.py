@@ -28,7 +28,7 @@ from libchat.doors.web.gateway import NotFound, WebGateway
 
 DEFAULT_RATE = 20.0  # messages per second per connection (burst of the same size)
 DEFAULT_MAX_PER_USER = 16
-DEFAULT_PING = 25.0  # CONTRACT section 8
+DEFAULT_PING = 25.0  # docs/web.md
 DEFAULT_PONG = 10.0
 
 
@@ -131,8 +131,8 @@ class ChatSocket(WebSocketServerProtocol):
                           conn_id=self.conn_id, user_id=self.user_id, code=code)
 
     def _max_message_size_exceeded(self, msg_size: int, max_msg_size: int, reason: str) -> None:
-        # autobahn's hook for a message over maxMessagePayloadSize: CONTRACT
-        # section 8 wants a 2004 first, then the close (1009) autobahn does
+        # autobahn's hook for a message over maxMessagePayloadSize: docs/web.md
+        # wants a 2004 first, then the close (1009) autobahn does
         self.send_event(codes.error(codes.MSG_TOO_LARGE,
                                     f"message over {max_msg_size} bytes; closing"))
         super()._max_message_size_exceeded(msg_size, max_msg_size, reason)
@@ -177,7 +177,7 @@ class ChatSocket(WebSocketServerProtocol):
         if event["event_type"] == codes.REPLAY:
             return self._replay(event)
         event["user_id"] = self.user_id  # the identity decides, never the frame
-        answer = self.factory.gateway.receive(check_upstream(event))
+        answer = self.factory.gateway.receive(check_upstream(event)).error
         return [answer] if answer is not None else []
 
     def _replay(self, event: dict[str, Any]) -> list[dict[str, Any]]:

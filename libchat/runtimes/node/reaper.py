@@ -28,6 +28,7 @@ import secrets
 import shutil
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterable
@@ -42,8 +43,22 @@ PREFIX = "libchat-"
 LOCK = "run.lock"
 INFO = "run.json"
 STOPPING = b"stopping\n"
+# sun_path holds 108 bytes: base + "/libchat-XXXXXXXX" + "/i<20 digits>.sock" + NUL
+MAX_RUNTIME_BASE = 108 - 1 - 17 - 27
 
 log = Logger()
+
+
+def make_runtime_dir(base: str | None = None) -> Path:
+    """A fresh 0700 directory for sockets; short, so ``sun_path`` (108 bytes)
+    never overflows whatever the dialog id."""
+    base = base or os.environ.get("XDG_RUNTIME_DIR") or "/tmp"
+    if len(os.fsencode(base)) > MAX_RUNTIME_BASE:
+        raise ValueError(f"runtime directory {base!r} is too long for Unix socket paths "
+                         f"({MAX_RUNTIME_BASE} bytes at most)")
+    path = Path(tempfile.mkdtemp(prefix=PREFIX, dir=base))
+    os.chmod(path, 0o700)
+    return path
 
 
 def marked_pids(run_id: str, proc: Path = Path("/proc")) -> list[int]:
@@ -119,8 +134,6 @@ class RunDir:
 
     def create(self) -> Path:
         """Make the directory (the runtime calls this before its first program)."""
-        from libchat.runtimes.node.runner import make_runtime_dir  # checks the sun_path budget
-
         path = make_runtime_dir(str(self.base))
         fd = os.open(path / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

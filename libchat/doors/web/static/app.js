@@ -1,12 +1,11 @@
 // libchat web page: plain JavaScript, no build step.
-// Speaks CONTRACT section 8 over /ws: sends 1001/1002, renders 2001-2004, and on
+// Speaks docs/web.md over /ws: sends 1001/1002, renders 2001-2004, and on
 // every (re)connect asks for what it missed with 1003 {after: last seq seen}.
 'use strict';
 
 (() => {
   const $ = (id) => document.getElementById(id);
-  const BACKOFF_MIN = 1000;
-  const BACKOFF_MAX = 30000;
+  const { el, itemNode, truncate } = window.LibchatRender; // render.js
   const REASONS = {
     completed: (p) => `${p || 'The program'} finished. Ask anything else.`,
     idle_timeout: (p) => `${p || 'The program'} stopped after being idle.`,
@@ -21,11 +20,6 @@
     token: null,
     dialogs: new Map(), // id -> dialog (see newDialog)
     current: null,
-    ws: null,
-    attempt: 0,
-    retryTimer: null,
-    paused: false,
-    opened: false,
   };
 
   // -- identity ---------------------------------------------------------------
@@ -87,7 +81,7 @@
 
   $('sign-out').addEventListener('click', () => {
     localStorage.removeItem('libchat.identity');
-    stop();
+    socket.pause();
     state.user = state.token = null;
     state.dialogs.clear();
     state.current = null;
@@ -159,68 +153,32 @@
     send({ event_type: 1003, dialog_id: d.id, after: 0 });
   }
 
-  // -- the socket -------------------------------------------------------------
+  // -- the socket (socket.js: reconnects with back-off) -------------------------
 
-  function isOpen() { return state.ws && state.ws.readyState === WebSocket.OPEN; }
-
-  function socketUrl() {
-    const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
-    const q = state.mode === 'jwt' ? `token=${encodeURIComponent(state.token)}`
-      : `user_id=${encodeURIComponent(state.user)}`;
-    return `${scheme}//${location.host}/ws?${q}`;
-  }
-
-  function connect() {
-    clearTimeout(state.retryTimer);
-    if (state.paused || !state.user) return;
-    setStatus('connecting', state.attempt ? 'Reconnecting…' : 'Connecting…');
-    const ws = new WebSocket(socketUrl());
-    state.ws = ws;
-    ws.onopen = () => {
-      state.attempt = 0;
-      state.opened = true;
-      setStatus('online', 'Connected');
+  const socket = new window.LibchatSocket({
+    url() {
+      const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
+      const q = state.mode === 'jwt' ? `token=${encodeURIComponent(state.token)}`
+        : `user_id=${encodeURIComponent(state.user)}`;
+      return `${scheme}//${location.host}/ws?${q}`;
+    },
+    onOpen() {
       for (const d of state.dialogs.values()) {
         if (d.loaded) send({ event_type: 1003, dialog_id: d.id, after: d.lastSeq });
       }
       const cur = state.current && state.dialogs.get(state.current);
       if (cur && !cur.loaded) load(cur);
       renderComposer();
-    };
-    ws.onmessage = (m) => {
-      let event;
-      try { event = JSON.parse(m.data); } catch (e) { return; }
-      handle(event);
-    };
-    ws.onclose = () => {
-      if (state.ws !== ws) return;
-      state.ws = null;
-      renderComposer();
-      if (state.paused || !state.user) return setStatus('offline', 'Offline');
-      // exponential backoff with jitter: 1 s, 2 s, 4 s ... 30 s
-      const delay = Math.min(BACKOFF_MAX, BACKOFF_MIN * 2 ** state.attempt)
-        * (0.8 + Math.random() * 0.4);
-      state.attempt += 1;
-      const hint = !state.opened && state.attempt >= 3 && state.mode === 'jwt'
-        ? ' (is your token valid?)' : '';
-      setStatus('connecting', `Reconnecting in ${Math.round(delay / 1000)} s${hint}`);
-      state.retryTimer = setTimeout(connect, delay);
-    };
-  }
+    },
+    onEvent: (ev) => handle(ev),
+    onDown: () => renderComposer(),
+    onStatus: (kind, text) => setStatus(kind, text),
+    hint: (attempt, opened) => (!opened && attempt >= 3 && state.mode === 'jwt'
+      ? ' (is your token valid?)' : ''),
+  });
 
-  function stop() {
-    clearTimeout(state.retryTimer);
-    const ws = state.ws;
-    state.ws = null;
-    if (ws) ws.close();
-    setStatus('offline', 'Offline');
-  }
-
-  function send(event) {
-    if (!isOpen()) return false;
-    state.ws.send(JSON.stringify(event));
-    return true;
-  }
+  function isOpen() { return socket.isOpen(); }
+  function send(event) { return socket.send(event); }
 
   function setStatus(kind, text) {
     $('status').dataset.state = kind;
@@ -292,7 +250,6 @@
   }
 
   function titleOf(ev) { return truncate((ev.messages && ev.messages.content) || '…', 40); }
-  function truncate(s, n) { return s.length > n ? `${s.slice(0, n - 1)}…` : s; }
   function attachmentsOf(ev) {
     const a = ev.messages && ev.messages.attachments;
     return Array.isArray(a) ? a.length : 0;
@@ -353,34 +310,6 @@
   }
 
   // -- rendering ----------------------------------------------------------------
-
-  function el(tag, cls, text) {
-    const node = document.createElement(tag);
-    if (cls) node.className = cls;
-    if (text !== undefined) node.textContent = text; // never innerHTML: content is untrusted
-    return node;
-  }
-
-  function itemNode(item) {
-    if (item.kind === 'user' || item.kind === 'reply') {
-      const node = el('div', `msg ${item.kind}${item.background ? ' background' : ''}`);
-      if (item.kind === 'reply') {
-        const who = el('div', 'who');
-        who.append(el('span', 'chip', item.program || 'libchat'));
-        if (item.background) who.append(el('span', 'chip chip-bg', 'background'));
-        node.append(who);
-      }
-      node.append(el('div', 'bubble', item.text));
-      if (item.attachments) {
-        node.append(el('div', 'attachments', `📎 ${item.attachments} attachment(s)`));
-      }
-      return node;
-    }
-    const node = el('div', `notice ${item.kind}${item.reason ? ` ${item.reason}` : ''}`,
-      item.text);
-    node.setAttribute('role', item.kind === 'error' ? 'alert' : 'status');
-    return node;
-  }
 
   function appendItem(item) {
     const box = $('messages');
@@ -453,9 +382,8 @@
     const recent = [...state.dialogs.values()].sort((a, b) => b.updated - a.updated)[0];
     state.current = recent ? recent.id : null;
     renderAll();
-    state.attempt = 0;
-    state.opened = false;
-    connect();
+    socket.paused = false;
+    socket.start();
     $('input').focus();
   }
 
@@ -474,8 +402,9 @@
   // holds it down; resume() reconnects and replays what was missed
   window.libchat = {
     state,
-    pause() { state.paused = true; stop(); renderComposer(); },
-    resume() { state.paused = false; state.attempt = 0; connect(); },
+    socket,
+    pause() { socket.pause(); renderComposer(); },
+    resume() { socket.resume(); },
   };
 
   init();
