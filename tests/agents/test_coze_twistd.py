@@ -5,7 +5,6 @@ in this test's reactor (the test waits on Deferreds, so it keeps serving)."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -15,6 +14,7 @@ from twisted.internet import defer, reactor
 
 from libchat.tools.client import connect
 from tests.agents.fake_coze import FakeCoze
+from tests.agents.serving import agent_servers, msg
 from tests.launcher import Libchat
 
 KEY = "pat-coze-very-secret-0123456789"
@@ -31,28 +31,14 @@ def fake() -> Iterator[FakeCoze]:
 
 @pytest.fixture
 def server(tmp_path: Path, fake: FakeCoze) -> Iterator[Any]:
-    made: list[Libchat] = []
-
-    def make(key: str = KEY, **section: Any) -> Libchat:
+    def write(**section: Any) -> Path:
         programs = tmp_path / "programs"
         (programs / "bot").mkdir(parents=True, exist_ok=True)
         (programs / "bot" / "package.json").write_text(json.dumps({"libchat": {
             "runtime": "coze", "base_url": fake.base, "bot_id": "7300000000000000001",
             "api_key_env": "COZE_TEST_KEY", "keywords": ["bot"], **section}}))
-        env = dict(os.environ, COZE_TEST_KEY=key)
-        lc = Libchat(tmp_path / f"lc{len(made)}", "--kill-grace", "1", programs=programs,
-                     env=env)
-        made.append(lc)
-        return lc.start()
-    yield make
-    for lc in made:
-        lc.close()
-        assert KEY not in lc.output(), "the API key reached the log"
-
-
-def msg(text: str, dialog: str = "d1", user: str = "u1") -> dict[str, Any]:
-    return {"event_type": 1001, "dialog_id": dialog, "user_id": user,
-            "messages": {"content": text, "attachments": []}}
+        return programs
+    yield from agent_servers(tmp_path, KEY, "COZE_TEST_KEY", write)
 
 
 @defer.inlineCallbacks
@@ -121,7 +107,7 @@ def test_the_non_stream_coze_path_polls_then_lists_the_answer(
 
 @pytest_twisted.inlineCallbacks
 def test_a_wrong_coze_key_ends_program_failed(server: Any, fake: FakeCoze) -> Any:
-    lc = server(key="pat-wrong")
+    lc = server(key_value="pat-wrong")
     events = yield turn(lc, "bot hi")
     assert [(e["event_type"], e["reason"]) for e in events] == [(2002, "program_failed")]
     assert "pat-wrong" not in events[0]["detail"] and "pat-wrong" not in lc.output()

@@ -14,7 +14,8 @@ from typing import Any, Iterator
 import pytest
 
 from tests.hardening.procs import FrameConn
-from tests.launcher import ROOT, Libchat, Process
+from tests.agents.serving import agent_servers, msg
+from tests.launcher import ROOT, Process
 
 KEY = "sk-dify-very-secret-0123456789"
 
@@ -57,26 +58,12 @@ def program(base: Path, name: str, fake: Fake, **section: Any) -> None:
 
 @pytest.fixture
 def server(tmp_path: Path, fake: Fake) -> Iterator[Any]:
-    made: list[Libchat] = []
-
-    def make(**section: Any) -> Libchat:
+    def write(**section: Any) -> Path:
         programs = tmp_path / "programs"
         program(programs, "helper", fake, **section)
         program(programs, "keyless", fake, api_key_env="NOT_SET_ANYWHERE")
-        import os
-        env = dict(os.environ, DIFY_TEST_KEY=KEY)
-        lc = Libchat(tmp_path / "lc", "--kill-grace", "1", programs=programs, env=env)
-        made.append(lc)
-        return lc.start()
-    yield make
-    for lc in made:
-        lc.close()
-        assert KEY not in lc.output(), "the API key reached the log"
-
-
-def msg(text: str, dialog: str = "d1", user: str = "u1") -> dict[str, Any]:
-    return {"event_type": 1001, "dialog_id": dialog, "user_id": user,
-            "messages": {"content": text, "attachments": []}}
+        return programs
+    yield from agent_servers(tmp_path, KEY, "DIFY_TEST_KEY", write)
 
 
 def answer(conn: FrameConn, timeout: float = 15) -> list[dict[str, Any]]:

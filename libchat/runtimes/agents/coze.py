@@ -19,7 +19,7 @@ an image attachment (the text keeps it). A ``card`` answer (a Coze card
 template, meaningless outside Coze) is not shown. Several answer messages
 (a workflow with message nodes) are joined with a blank line.
 
-The user's message is sent as ``content_type`` ``text`` (CONTRACT §11): a
+The user's message is sent as ``content_type`` ``text`` (docs/agents.md): a
 1001's attachments are not forwarded. A non-streamed chat still in progress
 after ``poll_timeout`` (default 300 s) is cancelled and fails as TIMEOUT.
 
@@ -31,22 +31,22 @@ from __future__ import annotations
 import json
 import re
 from typing import Any, Callable
+from urllib.parse import urlencode
 
 import treq as _treq
-from twisted.internet import error as netError
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from .body import BodyReader, Watchdog
+from .http import Exchange, collector, connection_pool
 from .client import (AGENT_ERROR, HTTP_ERROR, PROTOCOL, TIMEOUT, AgentAnswer, AgentError,
                      AgentTurn, IAgentClient)
 from .sse import SSEError, SSEParser
 
 log = Logger()
 
-DEFAULT_TIMEOUT = 100.0       # s without a byte (CONTRACT §11)
+DEFAULT_TIMEOUT = 100.0       # s without a byte (docs/agents.md)
 DEFAULT_POLL_TIMEOUT = 300.0  # s a non-streamed chat may stay in progress
 POLL_INTERVAL = 1.0           # s between two retrieves: Coze asks for at most one a second
 MAX_LINE = 1 << 20            # an SSE line over 1 MiB fails the turn
@@ -208,6 +208,7 @@ class CozeClient:
         self._key = api_key
         self._clock = clock
         self._treq = treq_module
+        self._pool = connection_pool(clock, int(section.get("max_concurrency", 16)))
 
     def __repr__(self) -> str:  # never the key
         return f"<CozeClient bot {self._bot_id} at {self._base}>"
@@ -226,27 +227,33 @@ class CozeClient:
                 "additional_messages": [{"role": "user", "content": turn.query,
                                          "content_type": "text"}]}
         params = {"conversation_id": turn.conversation_id} if turn.conversation_id else None
-        watchdog = Watchdog(self._clock, self._timeout, "coze")
-        response = await self._request(watchdog, "POST", "/v3/chat", params=params, json_body=body,
-                                       retryable=True)
-        if not self._stream or not _is_event_stream(response):
-            created = await self._json(watchdog, response, "chat")
-            if self._stream:  # a JSON answer to a streamed request: an error body
-                raise AgentError(PROTOCOL, "coze answered a streamed chat with JSON")
-            return await self._poll(created["data"], on_task)
         chat = ChatStream(on_task)
         parser = SSEParser(chat.event, max_line=MAX_LINE)
 
-        def sink(data: bytes) -> None:
-            watchdog.touch()
-            parser.feed(data)
+        def on_ok(exchange: Exchange, response: Any) -> Callable[[bytes], None]:
+            if not self._stream or not _is_event_stream(response):
+                return self._json_body(exchange, "chat", streamed=self._stream)
 
-        try:
-            await self._read(watchdog, response, sink)
-        except SSEError as e:
-            raise AgentError(PROTOCOL, f"coze stream: {e}") from None
-        parser.close()
-        return chat.answer()
+            def chunk(data: bytes) -> None:
+                if not data:
+                    try:
+                        parser.close()
+                    except SSEError as e:
+                        raise AgentError(PROTOCOL, f"coze stream: {e}") from None
+                    exchange.finish(chat.answer())
+                    return
+                try:
+                    parser.feed(data)
+                except SSEError as e:
+                    raise AgentError(PROTOCOL, f"coze stream: {e}") from None
+                if chat.done:
+                    exchange.finish(chat.answer())
+            return chunk
+
+        result = await self._exchange("POST", "/v3/chat", params, body, on_ok, retryable=True)
+        if isinstance(result, AgentAnswer):
+            return result
+        return await self._poll(result["data"], on_task)
 
     async def _poll(self, chat: dict[str, Any], on_task: Callable[[str, str | None], None]) -> AgentAnswer:
         if not isinstance(chat, dict) or not chat.get("id"):
@@ -286,75 +293,68 @@ class CozeClient:
 
     async def _call(self, method: str, path: str, params: dict[str, str] | None,
                     json_body: Any, what: str) -> dict[str, Any]:
-        watchdog = Watchdog(self._clock, self._timeout, "coze")
-        response = await self._request(watchdog, method, path, params=params, json_body=json_body)
-        return await self._json(watchdog, response, what)
+        result: dict[str, Any] = await self._exchange(
+            method, path, params, json_body, lambda ex, _: self._json_body(ex, what))
+        return result
 
-    async def _request(self, watchdog: Watchdog, method: str, path: str, *,
-                       params: dict[str, str] | None = None, json_body: Any = None,
-                       retryable: bool = False) -> Any:
-        headers = {"Authorization": [f"Bearer {self._key}"],
-                   "Accept": ["text/event-stream, application/json"]}
-        kwargs: dict[str, Any] = {"headers": headers, "unbuffered": True}
-        if params:
-            kwargs["params"] = params
-        if json_body is not None:
-            kwargs["json"] = json_body
+    def _json_body(self, exchange: Exchange, what: str,
+                   streamed: bool = False) -> Callable[[bytes], None]:
+        """The chunk callback for a JSON answer: bounded, then checked."""
+        add, got = collector(MAX_BODY)
+
+        def chunk(data: bytes) -> None:
+            if data:
+                add(data)
+                return
+            body = _load(got(), what)
+            if not isinstance(body, dict):
+                raise AgentError(PROTOCOL, f"coze {what} is not an object")
+            if body.get("code", 0) != 0:
+                raise AgentError(AGENT_ERROR, f"coze {what}: {str(body.get('msg') or '')[:200]}"
+                                 f" (code {body.get('code')})")
+            if streamed:  # a JSON answer to a streamed request that is no error
+                raise AgentError(PROTOCOL, "coze answered a streamed chat with JSON")
+            exchange.finish(body)
+        return chunk
+
+    async def _exchange(self, method: str, path: str, params: dict[str, str] | None,
+                        json_body: Any,
+                        on_ok: Callable[[Exchange, Any], Callable[[bytes], None]],
+                        retryable: bool = False) -> Any:
+        """One request through :class:`~libchat.runtimes.agents.http.Exchange`
+        (no byte for ``timeout`` s: TIMEOUT). Only the create request may be
+        retried: retrying a retrieve or a list would start a second chat."""
+        url = self._base + path + (f"?{urlencode(params)}" if params else "")
+        headers = {"Authorization": f"Bearer {self._key}",
+                   "Accept": "text/event-stream, application/json"}
+        exchange = Exchange(self._treq, self._clock, self._timeout, self._pool)
+
+        def on_head(code: int, response: Any) -> Callable[[bytes], None]:
+            if 200 <= code < 300:
+                return on_ok(exchange, response)
+            add, got = collector(64 << 10)
+
+            def error_body(data: bytes) -> None:
+                if data:
+                    add(data)
+                    return
+                detail = f"coze {path}: HTTP {code}"
+                try:
+                    error = json.loads(got())
+                    if isinstance(error, dict) and error.get("msg"):
+                        detail += f" {str(error['msg'])[:200]}"
+                except ValueError:
+                    pass
+                raise AgentError(HTTP_ERROR, detail, status=code,
+                                 retryable=code == 429 or code >= 500)
+            return error_body
+
         try:
-            response = await watchdog.wait(self._treq.request(method, self._base + path, **kwargs))
-        except (netError.ConnectError, netError.DNSLookupError) as e:
-            raise AgentError(HTTP_ERROR, f"coze {path}: cannot connect ({type(e).__name__})",
-                             retryable=retryable) from None
-        except (AgentError, CancelledError):
+            return await exchange.run(method, url, headers, json_body, on_head)
+        except AgentError as e:
+            if e.retryable and not retryable:
+                raise AgentError(e.reason, e.detail, False, e.status) from None
             raise
-        except Exception as e:
-            raise AgentError(HTTP_ERROR, f"coze {path}: {type(e).__name__}") from None
-        if 200 <= response.code < 300:
-            return response
-        detail = f"coze {path}: HTTP {response.code}"
-        try:
-            body = await self._bounded(watchdog, response, 64 << 10)
-            error = json.loads(body)
-            if isinstance(error, dict) and error.get("msg"):
-                detail += f" {str(error['msg'])[:200]}"
-        except (AgentError, ValueError):
-            pass
-        raise AgentError(HTTP_ERROR, detail, status=response.code,
-                         retryable=retryable and (response.code == 429 or response.code >= 500))
-
-    async def _json(self, watchdog: Watchdog, response: Any, what: str) -> dict[str, Any]:
-        body = _load(await self._bounded(watchdog, response, MAX_BODY), what)
-        if not isinstance(body, dict):
-            raise AgentError(PROTOCOL, f"coze {what} is not an object")
-        if body.get("code", 0) != 0:
-            raise AgentError(AGENT_ERROR, f"coze {what}: {str(body.get('msg') or '')[:200]}"
-                             f" (code {body.get('code')})")
-        return body
-
-    async def _bounded(self, watchdog: Watchdog, response: Any, limit: int) -> bytes:
-        chunks: list[bytes] = []
-        size = 0
-
-        def sink(data: bytes) -> None:
-            nonlocal size
-            watchdog.touch()
-            size += len(data)
-            if size > limit:
-                raise AgentError(PROTOCOL, f"coze answer over {limit} bytes")
-            chunks.append(data)
-
-        await self._read(watchdog, response, sink)
-        return b"".join(chunks)
-
-    async def _read(self, watchdog: Watchdog, response: Any, sink: Callable[[bytes], None]) -> None:
-        body = BodyReader(sink)
-        response.deliverBody(body)
-        try:
-            await watchdog.wait(body.finished)
-        except (AgentError, CancelledError, SSEError):
-            raise
-        except Exception as e:
-            raise AgentError(HTTP_ERROR, f"coze answer cut off ({type(e).__name__})") from None
 
 
 def _is_event_stream(response: Any) -> bool:

@@ -50,6 +50,7 @@ class Exchange:
         self._on_chunk: Callable[[bytes], None] = lambda _: None
         self._timed_out = False
         self._draining = False
+        self._cancelling = False  # cancel() of run()'s Deferred: it ends in CancelledError
 
     def run(self, method: str, url: str, headers: dict[str, str], body: Any,
             on_head: Callable[[int, Any], Callable[[bytes], None]]) -> "defer.Deferred[Any]":
@@ -94,15 +95,17 @@ class Exchange:
             self._done.callback(result)
 
     def _fail(self, f: Failure) -> None:
-        if self._done.called:
+        if self._done.called or self._cancelling:
             return
         self._disarm()
-        self._abort()
         if self._timed_out:
             f = Failure(AgentError(TIMEOUT, f"no answer for {self.timeout:g} s"))
         elif not f.check(AgentError, defer.CancelledError):
             f = Failure(AgentError(HTTP_ERROR, f"request failed: {_why(f)}", retryable=True))
         self._done.errback(f)
+        # abort only now: cancelling a request still waiting for its head fails
+        # it again, through ``failed`` in run(), which must find us done
+        self._abort()
 
     def _chunk(self, data: bytes) -> None:
         if self._done.called:
@@ -127,6 +130,7 @@ class Exchange:
             except Exception:
                 self._fail(Failure())
                 return
+            self._disarm()  # a finish() in that callback has nothing left to drain
             if not self._done.called:
                 self._done.callback(None)
         else:
@@ -161,6 +165,7 @@ class Exchange:
             body.transport.stopProducing()  # type: ignore[union-attr]
 
     def _cancelled(self, d: "defer.Deferred[Any]") -> None:
+        self._cancelling = True  # the aborted request's own failure is not the answer
         self._disarm()
         self._abort()  # d errbacks with CancelledError by itself
 
