@@ -75,6 +75,9 @@ class IUpstream(Interface):
         "of its own channel, and a dialog never changes channel."
     )
 
+    # optional: ``fallback`` (str or None), the program a new turn starts with
+    # when no rule matches, instead of a 2003 (a platform app's, section 10)
+
     def alive() -> bool:
         """True while events delivered now will reach a client. An upstream
         that applies backpressure answers False while it is full and calls

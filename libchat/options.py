@@ -17,6 +17,7 @@ from typing import Any, Callable
 from twisted.python import usage
 
 from libchat import config
+from libchat.doors.platforms import tables as _platform_tables  # noqa: F401  [wecom.*], [lark.*]
 from libchat.doors.web.auth import read_secret
 from libchat.protocol.wire import DEFAULT_MAX_FRAME, MAGIC
 from libchat.runtimes.node.reaper import MAX_RUNTIME_BASE

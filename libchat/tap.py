@@ -226,8 +226,45 @@ def makeService(options: Options, reactor: Any = None) -> LibchatService:
     for description in options["front"]:
         listener(reactor, "front", "front", description, front_factory).setServiceParent(top)
     FlushService(store, options["flush-interval"], reactor).setServiceParent(top)
-    make_web_service(options, reactor, router, agent_stats).setServiceParent(top)
+    hooks = make_platforms(options, reactor, router, run_io)
+    if hooks is not None:
+        hooks.setServiceParent(top)
+    make_web_service(options, reactor, router, agent_stats, hooks).setServiceParent(top)
     return top
+
+
+def make_platforms(options: Options, reactor: Any, router: Router,
+                   run_io: Callable[..., Any]) -> "PlatformService | None":
+    """The WeCom and Lark apps of the config file (docs/platforms.md), if any."""
+    from libchat.doors.platforms import tables
+    wecom, lark = tables.apps(options.tables, options["config"] or "config file")
+    if not wecom and not lark:
+        return None
+    from libchat.doors.platforms.door import PlatformDoor
+    from libchat.doors.platforms.ledger import Ledger
+    ledger = Ledger(Path(options["data"]) / ".platforms", run_io, reactor)
+    return PlatformService(PlatformDoor(router, ledger, reactor, wecom, lark), reactor)
+
+
+class PlatformService(service.MultiService):
+    """Starts the platform door's senders, compacts its ledger every minute
+    and at stop (libchat.doors.platforms.ledger)."""
+
+    def __init__(self, door: Any, reactor: Any) -> None:
+        super().__init__()
+        self.door = door
+        compaction = TimerService(60, door.ledger.compact)
+        compaction.clock = reactor
+        compaction.setServiceParent(self)
+
+    def startService(self) -> None:
+        super().startService()
+        self.door.start()
+
+    def stopService(self) -> "defer.Deferred[Any]":
+        d = defer.maybeDeferred(super().stopService)
+        d.addBoth(lambda _: self.door.stop())
+        return d
 
 
 def make_coze(section: dict[str, Any], api_key: str, clock: Any) -> Any:
@@ -243,7 +280,8 @@ def agent_runtimes(reactor: Any, store: Any, stats: AgentStats) -> dict[str, Age
 
 
 def make_web_service(options: Options, reactor: Any, router: Router,
-                     agent_stats: AgentStats | None = None) -> Listener:
+                     agent_stats: AgentStats | None = None,
+                     hooks: "PlatformService | None" = None) -> Listener:
     """The ``--web`` listener (libchat.doors.web)."""
     log = Logger()
     secret = options["secret"]
@@ -257,7 +295,11 @@ def make_web_service(options: Options, reactor: Any, router: Router,
         secret=secret, max_frame=options["max-frame"], rate=options["ws-rate"],
         max_per_user=options["ws-max-per-user"], ping=options["ws-ping"],
         pong=options["ws-pong"])
-    site = web.build(router, reactor, settings, agents=agent_stats)
+    extra: dict[str, Any] = {}
+    if hooks is not None:
+        from libchat.doors.platforms.figures import PlatformFigures
+        extra = {"hooks": hooks.door.app.resource(), "collectors": (PlatformFigures(hooks.door),)}
+    site = web.build(router, reactor, settings, agents=agent_stats, **extra)
     # REST bodies are bounded like frames (libchat.doors.web.rest)
     return listener(reactor, "web", "web", options["web"],
                     bounded_site(site.resource(), options["max-frame"]))

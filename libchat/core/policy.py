@@ -75,6 +75,9 @@ class Policy:
         if dialog is None or dialog.foreground is None:
             intent = event.get("intent") or (dialog.record.intent if dialog else None)
             program = self.library.resolve(event["messages"]["content"], intent)
+            fallback = getattr(upstream, "fallback", None)  # a platform app's (section 10)
+            if program is None and intent is None and fallback:
+                program = self.library.programs().get(fallback)
             if program is None:
                 dialog = dialog or self._new_dialog(upstream, event)
                 if not recorded:

@@ -66,8 +66,10 @@ class WebApp:
     app = Klein()
 
     def __init__(self, gateway: WebGateway, auth: Authenticator, registry: ConnectionRegistry,
-                 ws: ChatSocketFactory, rest: ChatAPI, metrics: Metrics) -> None:
+                 ws: ChatSocketFactory, rest: ChatAPI, metrics: Metrics,
+                 hooks: IResource | None = None) -> None:
         self.gateway = gateway
+        self.hooks = hooks  # the platform callbacks (libchat.doors.platforms), if any app
         self.auth = auth
         self.registry = registry
         self.ws_resource = WebSocketResource(ws)
@@ -102,6 +104,12 @@ class WebApp:
     def rest(self, request: IRequest) -> IResource:
         return self.rest_resource
 
+    @app.route("/hooks/", branch=True)
+    def platform_hooks(self, request: IRequest) -> Any:
+        if self.hooks is None:
+            return self.not_found(request)
+        return self.hooks
+
     @app.route("/api/openapi.json", methods=["GET"])
     def openapi_document(self, request: IRequest) -> bytes:
         request.setHeader(b"Content-Type", b"application/json")
@@ -124,7 +132,8 @@ class WebApp:
 
 
 def build(router: IRouter, clock: IReactorTime, settings: WebSettings,
-          now: Callable[[], float] | None = None, agents: Any = None) -> WebApp:
+          now: Callable[[], float] | None = None, agents: Any = None,
+          hooks: IResource | None = None, collectors: tuple[Any, ...] = ()) -> WebApp:
     """The web front doors of ``router``; the gateway is attached to it. The
     metrics read the router as :class:`~libchat.interfaces.IRouterStats`."""
     now = now or clock.seconds
@@ -136,5 +145,6 @@ def build(router: IRouter, clock: IReactorTime, settings: WebSettings,
                            max_frame=settings.max_frame, ping=settings.ping, pong=settings.pong)
     rest = ChatAPI(gateway, auth, now, max_body=settings.max_frame, rate=settings.rate)
     metrics = Metrics(IRouterStats(router), now, connections=registry.count,
-                      users=registry.users, waiting=gateway.waiting, agents=agents)
-    return WebApp(gateway, auth, registry, ws, rest, metrics)
+                      users=registry.users, waiting=gateway.waiting, agents=agents,
+                      collectors=collectors)
+    return WebApp(gateway, auth, registry, ws, rest, metrics, hooks)

@@ -1,0 +1,174 @@
+"""The platform front door: callback endpoints on ``--web`` and the upstream
+that turns a dialog's replies into platform messages (CONTRACT section 10).
+
+``GET/POST /hooks/wecom/NAME`` and ``POST /hooks/lark/NAME`` hand the request
+to :mod:`libchat.doors.platforms.callbacks` (verification before any further
+parsing), answer at once, and route the message on the next reactor turn,
+after the dedupe check: a callback's answer never waits for a program.
+Each app is one :class:`PlatformUpstream` of channel ``wecom``/``lark``, so
+its dialogs never reach frame or web upstreams; a reply of a dialog is sent
+by the app its id names, whichever upstream object the router picked.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from klein import Klein
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.web.iweb import IRequest
+from zope.interface import implementer
+
+from libchat.interfaces import IRouter, IUpstream
+from libchat.protocol import codes
+from libchat.protocol.events import BadEvent, check_upstream
+
+from . import api as platform_api
+from .callbacks import Answer, lark_callback, wecom_callback
+from .config import LarkApp, WeComApp
+from .ledger import Ledger
+from .sender import Sender
+from .unified import Inbound
+
+MAX_BODY = 1024 * 1024
+
+
+@implementer(IUpstream)
+class PlatformUpstream:
+    """One configured app, as the router sees it."""
+
+    def __init__(self, platform: str, app: Any, door: "PlatformDoor") -> None:
+        self.channel = platform
+        self.app = app
+        self.fallback = app.common.fallback  # read by the router (core.policy)
+        self.door = door
+
+    def alive(self) -> bool:
+        return True  # the outbox takes every reply; sending is its business
+
+    def deliver(self, event: dict[str, Any]) -> None:
+        self.door.deliver(self.channel, event)
+
+
+class PlatformDoor:
+    app = Klein()
+    log = Logger()
+
+    def __init__(self, router: IRouter, ledger: Ledger, clock: Any,
+                 wecom: list[WeComApp], lark: list[LarkApp], http: Any = None) -> None:
+        self.router = router
+        self.ledger = ledger
+        self.clock = clock
+        self.apps: dict[tuple[str, str], Any] = {
+            **{("wecom", a.name): a for a in wecom}, **{("lark", a.name): a for a in lark}}
+        extra = {} if http is None else {"http": http}
+        self.apis: dict[tuple[str, str], Any] = {
+            **{("wecom", a.name): platform_api.WeComAPI(a, clock, **extra) for a in wecom},
+            **{("lark", a.name): platform_api.LarkAPI(a, clock, **extra) for a in lark}}
+        self.senders = {key: Sender(key[0], app, self.apis[key], ledger, clock)
+                        for key, app in self.apps.items()}
+        self.upstreams = {key: PlatformUpstream(key[0], app, self)
+                          for key, app in self.apps.items()}
+        self.bot_open_ids: dict[str, str | None] = {}
+        self.callback_seconds: list[float] = []
+
+    # -- life ----------------------------------------------------------------
+
+    def start(self) -> None:
+        for upstream in self.upstreams.values():
+            self.router.attach(upstream)
+        for sender in self.senders.values():
+            sender.resume()
+        for (platform, name), api in self.apis.items():
+            if platform == "lark":
+                self._learn_bot(name, api)
+
+    @defer.inlineCallbacks
+    def _learn_bot(self, name: str, api: Any) -> Any:
+        """Until the bot's open_id is known, any mention counts (lark_event)."""
+        try:
+            self.bot_open_ids[name] = yield platform_api.lark_bot_open_id(api)
+        except Exception:
+            self.log.failure("lark app {app}: reading the bot's open_id failed", app=name)
+
+    def stop(self) -> "defer.Deferred[None]":
+        for sender in self.senders.values():
+            sender.stop()
+        for upstream in self.upstreams.values():
+            self.router.detach(upstream)
+        return self.ledger.compact()
+
+    # -- callbacks (mounted at /hooks/ by libchat.doors.web.app) -----------------
+
+    @app.route("/wecom/<string:name>", methods=["GET", "POST"])
+    def wecom(self, request: IRequest, name: str) -> bytes:
+        app = self.apps.get(("wecom", name))
+        if app is None:
+            return self._write(request, Answer(404, b"404\n"), "wecom", name)
+        answer = wecom_callback(app, request.method.decode("ascii", "replace"), request.args,
+                                self._body(request), MAX_BODY)
+        return self._write(request, answer, "wecom", name)
+
+    @app.route("/lark/<string:name>", methods=["POST"])
+    def lark(self, request: IRequest, name: str) -> bytes:
+        app = self.apps.get(("lark", name))
+        if app is None:
+            return self._write(request, Answer(404, b"404\n"), "lark", name)
+        headers = {k.decode("latin-1").lower(): v[0].decode("latin-1")
+                   for k, v in request.requestHeaders.getAllRawHeaders() if v}
+        answer = lark_callback(app, "POST", headers, self._body(request),
+                               self.bot_open_ids.get(name), MAX_BODY)
+        return self._write(request, answer, "lark", name)
+
+    def _body(self, request: IRequest) -> bytes:
+        return request.content.read(MAX_BODY + 1) if request.content is not None else b""
+
+    def _write(self, request: IRequest, answer: Answer, platform: str, name: str) -> bytes:
+        sender = self.senders.get((platform, name))
+        if sender is not None:
+            sender.stats.callbacks[str(answer.status)] += 1
+        if answer.why:
+            self.log.info("{platform} app {app}: callback answered {status}: {why}",
+                          platform=platform, app=name, status=answer.status, why=answer.why)
+        if answer.inbound is not None:
+            self._accept(platform, name, answer.inbound)
+        request.setResponseCode(answer.status)
+        request.setHeader(b"Content-Type", answer.content_type.encode("ascii"))
+        return answer.body
+
+    def _accept(self, platform: str, name: str, inbound: Inbound) -> None:
+        if self.ledger.seen(f"{platform}:{name}", inbound.dedupe_key):
+            return  # a platform retry of what was taken already
+        if inbound.reply_to is not None:
+            self.ledger.set_target(inbound.dialog_id, inbound.reply_to.to,
+                                   inbound.reply_to.mention)
+        self.clock.callLater(0, self._route, platform, name, inbound)
+
+    def _route(self, platform: str, name: str, inbound: Inbound) -> None:
+        app = self.apps[(platform, name)]
+        try:
+            event = check_upstream(inbound.event(intent=app.common.intent))
+        except BadEvent as e:
+            self.log.error("{platform} app {app}: a message could not be routed: {e}",
+                           platform=platform, app=name, e=e)
+            return
+        self.router.receive(self.upstreams[(platform, name)], event)
+
+    # -- replies -----------------------------------------------------------------
+
+    def deliver(self, platform: str, event: dict[str, Any]) -> None:
+        dialog = event.get("dialog_id")
+        parts = dialog.split(":") if isinstance(dialog, str) else []
+        sender = self.senders.get((platform, parts[1])) if len(parts) > 2 else None
+        if sender is None:
+            return
+        kind = event.get("event_type")
+        if kind == codes.REPLY:
+            sender.reply(event)
+        elif kind == codes.UNSUPPORTED:
+            sender.reply({"dialog_id": dialog,
+                          "messages": {"content": sender.app.common.unhandled_text}})
+        elif kind == codes.ERROR and event.get("code") == codes.BUSY and \
+                sender.app.common.busy_text:
+            sender.reply({"dialog_id": dialog, "messages": {"content": sender.app.common.busy_text}})
