@@ -17,10 +17,13 @@ from typing import Any, Callable
 from twisted.python import usage
 
 from libchat import config
-from libchat.doors.platforms import tables as _platform_tables  # noqa: F401  [wecom.*], [lark.*]
+from libchat.doors.platforms import tables as platform_tables
 from libchat.doors.web.auth import read_secret
 from libchat.protocol.wire import DEFAULT_MAX_FRAME, MAGIC
 from libchat.runtimes.node.reaper import MAX_RUNTIME_BASE
+
+# the door and runtime tables the config file may hold (registered on import)
+DOOR_TABLES = (platform_tables.WECOM, platform_tables.LARK)
 
 DEFAULT_FRONT = "tcp:8082:interface=127.0.0.1"
 DEFAULT_API = "tcp:8083:interface=127.0.0.1"

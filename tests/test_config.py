@@ -277,7 +277,7 @@ def test_the_auth_secret_from_a_file_or_the_environment(tmp_path: Path,
     ("config = \"other.toml\"", "top level, key 'config': unknown key"),
     ("auth-secret-file = \"/nonexistent/jwt\"",
      "top level, key 'auth-secret-file': cannot read secret file /nonexistent/jwt"),
-    ("[wecom.acme]\ncorp_id = \"c\"", "top level, key 'wecom': unknown key"),
+    ("[weecom.acme]\ncorp_id = \"c\"", "top level, key 'weecom': unknown key (did you mean 'wecom'?)"),
 ])
 def test_a_bad_top_level_value_is_refused_as_a_usage_error(tmp_path: Path, text: str,
                                                            expected: str) -> None:

@@ -61,3 +61,33 @@ def test_secret_reader_is_injected_and_its_errors_are_named() -> None:
     assert app.app_secret == "from-env"
     with pytest.raises(ConfigError, match=r"\[lark.bot\] app_secret_file: cannot be read"):
         lark_app("bot", {"app_id": "a", "app_secret_file": "/nope", "verification_token": "v"}, read)
+
+
+def test_the_section_9_loader_checks_the_platform_tables(tmp_path: Any) -> None:
+    """Through libchat.config (as twistd reads the file): the three secret
+    forms resolved, one line naming the file, table and key on a refusal."""
+    from libchat import config as lconfig
+    from libchat.doors.platforms import tables
+    from libchat.options import top_table
+
+    key = "kWxPEV2UEDyxWpmPdKC3F4dgPDmOvfKX1HGnEUDS1aR"
+    (tmp_path / "aes").write_text(key + "\n")
+    good = tmp_path / "good.toml"
+    good.write_text(f'[wecom.hr]\ncorp_id = "ww1"\nagent_id = 2\ntoken = "t"\n'
+                    f'encoding_aes_key_file = "{tmp_path / "aes"}"\nsecret_env = "S"\n'
+                    '[lark.bot]\napp_id = "cli"\napp_secret = "lark-secret-xyz"\nverification_token = "v"\n')
+    found = lconfig.load(good, top_table(), env={"S": "from-env"})
+    wecom, lark = tables.apps(found.tables, str(good))
+    assert (wecom[0].encoding_aes_key, wecom[0].secret) == (key, "from-env")
+    assert lark[0].encrypt_key is None and "lark-secret-xyz" not in repr(lark[0])
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[wecom.hr]\ncorp_id = "ww1"\nagent_id = 2\ntoken = "t"\n'
+                   'encoding_aes_key = "short"\nsecret = "s"\n')
+    with pytest.raises(lconfig.ConfigError) as e:
+        tables.apps(lconfig.load(bad, top_table()).tables, str(bad))
+    assert "bad.toml" in str(e.value) and "[wecom.hr] encoding_aes_key" in str(e.value)
+    assert "short" not in str(e.value) and "\n" not in str(e.value)
+    missing = tmp_path / "missing.toml"
+    missing.write_text('[lark.bot]\napp_id = "cli"\napp_secret = "x"\n')
+    with pytest.raises(lconfig.ConfigError, match=r"\[lark.bot\], key 'verification_token'"):
+        lconfig.load(missing, top_table())

@@ -17,7 +17,6 @@ import treq
 from twisted.internet import defer, protocol, reactor
 from twisted.internet.task import deferLater
 from twisted.web.client import HTTPConnectionPool
-from twisted.internet.error import ProcessDone, ProcessTerminated
 
 from .fakes.lark import FakeLark
 from .fakes.serve import listen

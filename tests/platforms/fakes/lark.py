@@ -32,7 +32,7 @@ from klein import Klein
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 
-from .script import Fault, Recorded, Script, after, bare_error, json_answer
+from .script import Recorded, Script, add_remote_routes, after, bare_error, json_answer
 
 TEXT_BODY_LIMIT = 150 * 1024
 POST_BODY_LIMIT = 30 * 1024
@@ -237,21 +237,4 @@ class FakeLark:
 
     # -- remote scripting ------------------------------------------------------
 
-    @app.route("/_fake/fault", methods=["POST"])
-    def remote_fault(self, request: IRequest) -> bytes:
-        spec = json.loads(request.content.read())
-        times = int(spec.pop("times", 1))
-        endpoint = spec.pop("endpoint")
-        self.script.fail(endpoint, Fault(**spec), times)
-        return json_answer(request, 200, {"ok": True})
-
-    @app.route("/_fake/expire_tokens", methods=["POST"])
-    def remote_expire(self, request: IRequest) -> bytes:
-        self.expire_tokens()
-        return json_answer(request, 200, {"ok": True})
-
-    @app.route("/_fake/requests", methods=["GET"])
-    def remote_requests(self, request: IRequest) -> bytes:
-        return json_answer(request, 200, [
-            {"endpoint": r.endpoint, "method": r.method, "path": r.path, "query": r.query,
-             "json": r.json, "at": r.at} for r in self.script.requests])
+    add_remote_routes(app)  # /_fake/fault, /_fake/expire_tokens, /_fake/requests

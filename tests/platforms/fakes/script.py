@@ -167,3 +167,27 @@ def encode_multipart(fields: dict[str, str | tuple[str, str, bytes]],
                        + data + b"\r\n")
     out.append(f"--{boundary}--\r\n".encode())
     return f"multipart/form-data; boundary={boundary}", b"".join(out)
+
+
+def add_remote_routes(app: Any) -> None:
+    """The ``/_fake/`` scripting routes of a fake class's Klein ``app`` (for a
+    fake in another process); the class has ``script`` and ``expire_tokens``."""
+
+    @app.route("/_fake/fault", methods=["POST"])
+    def remote_fault(self: Any, request: IRequest) -> bytes:
+        spec = json.loads(request.content.read())
+        times = int(spec.pop("times", 1))
+        endpoint = spec.pop("endpoint")
+        self.script.fail(endpoint, Fault(**spec), times)
+        return json_answer(request, 200, {"ok": True})
+
+    @app.route("/_fake/expire_tokens", methods=["POST"])
+    def remote_expire(self: Any, request: IRequest) -> bytes:
+        self.expire_tokens()
+        return json_answer(request, 200, {"ok": True})
+
+    @app.route("/_fake/requests", methods=["GET"])
+    def remote_requests(self: Any, request: IRequest) -> bytes:
+        return json_answer(request, 200, [
+            {"endpoint": r.endpoint, "method": r.method, "path": r.path, "query": r.query,
+             "json": r.json, "at": r.at} for r in self.script.requests])
