@@ -189,8 +189,13 @@ def test_the_same_msgid_three_times_is_one_program_turn(server: Libchat, fakes: 
     yield wecom_post(server, "after", msg_id="778")
     yield until(lambda: len(wecom.texts()) == 2, what="the second reply")
     assert wecom.texts() == ["echo: once", "echo: after"]
-    assert server.metrics()[("libchat_platform_dedupe_hits_total",
-                              (("app", "hr"), ("platform", "wecom")))] == 2
+    figures = server.metrics()
+    assert figures[("libchat_platform_dedupe_hits_total",
+                    (("app", "hr"), ("platform", "wecom")))] == 2
+    assert figures[("libchat_platform_callbacks_total",
+                    (("app", "hr"), ("platform", "wecom"), ("status", "200")))] == 4
+    assert figures[("libchat_platform_callback_seconds_count",
+                    (("app", "hr"), ("platform", "wecom")))] == 4
 
 
 @pytest_twisted.inlineCallbacks
@@ -309,6 +314,16 @@ def test_lark_message_in_reply_out_with_a_uuid_and_retries_deduplicated(
     sent = lark.delivered[0]
     assert sent["receive_id"] == "oc_chat" and sent["receive_id_type"] == "chat_id"
     assert sent["uuid"] and sent["uuid"] != lark.delivered[1]["uuid"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_lark_image_attachment_is_uploaded_then_sent(server: Libchat, fakes: Any) -> Any:
+    lark = fakes[1]
+    yield post(server, "/hooks/lark/bot", lark_body("picture", event_id="ev-pic"))
+    yield until(lambda: len(lark.delivered) == 2, what="text and image")
+    assert [m["msg_type"] for m in lark.delivered] == ["text", "image"]
+    key = lark.contents()[1]["image_key"]
+    assert lark.images[key] == b"PNG-BYTES-0123456789"
 
 
 @pytest_twisted.inlineCallbacks

@@ -103,15 +103,17 @@ class PlatformDoor:
 
     @app.route("/wecom/<string:name>", methods=["GET", "POST"])
     def wecom(self, request: IRequest, name: str) -> bytes:
+        started = self.clock.seconds()
         app = self.apps.get(("wecom", name))
         if app is None:
             return self._write(request, Answer(404, b"404\n"), "wecom", name)
         answer = wecom_callback(app, request.method.decode("ascii", "replace"), request.args,
                                 self._body(request), MAX_BODY)
-        return self._write(request, answer, "wecom", name)
+        return self._write(request, answer, "wecom", name, started)
 
     @app.route("/lark/<string:name>", methods=["POST"])
     def lark(self, request: IRequest, name: str) -> bytes:
+        started = self.clock.seconds()
         app = self.apps.get(("lark", name))
         if app is None:
             return self._write(request, Answer(404, b"404\n"), "lark", name)
@@ -119,15 +121,14 @@ class PlatformDoor:
                    for k, v in request.requestHeaders.getAllRawHeaders() if v}
         answer = lark_callback(app, "POST", headers, self._body(request),
                                self.bot_open_ids.get(name), MAX_BODY)
-        return self._write(request, answer, "lark", name)
+        return self._write(request, answer, "lark", name, started)
 
     def _body(self, request: IRequest) -> bytes:
         return request.content.read(MAX_BODY + 1) if request.content is not None else b""
 
-    def _write(self, request: IRequest, answer: Answer, platform: str, name: str) -> bytes:
+    def _write(self, request: IRequest, answer: Answer, platform: str, name: str,
+               started: float | None = None) -> bytes:
         sender = self.senders.get((platform, name))
-        if sender is not None:
-            sender.stats.callbacks[str(answer.status)] += 1
         if answer.why:
             self.log.info("{platform} app {app}: callback answered {status}: {why}",
                           platform=platform, app=name, status=answer.status, why=answer.why)
@@ -135,6 +136,10 @@ class PlatformDoor:
             self._accept(platform, name, answer.inbound)
         request.setResponseCode(answer.status)
         request.setHeader(b"Content-Type", answer.content_type.encode("ascii"))
+        if sender is not None:
+            sender.stats.callbacks[str(answer.status)] += 1
+            if started is not None:
+                sender.stats.callback_seconds.observe(self.clock.seconds() - started)
         return answer.body
 
     def _accept(self, platform: str, name: str, inbound: Inbound) -> None:

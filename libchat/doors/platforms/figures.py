@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics_core import Metric
 
 
@@ -22,6 +22,9 @@ class PlatformFigures:
         callbacks = CounterMetricFamily("libchat_platform_callbacks",
                                         "Platform callbacks answered, by HTTP status.",
                                         labels=[*labels, "status"])
+        latency = HistogramMetricFamily("libchat_platform_callback_seconds",
+                                        "Seconds from a callback request to its answer.",
+                                        labels=labels)
         sent = CounterMetricFamily("libchat_platform_sends",
                                    "Platform API calls accepted (messages and uploads).",
                                    labels=labels)
@@ -44,9 +47,11 @@ class PlatformFigures:
             stats, ls = sender.stats, [platform, name]
             for status, n in sorted(stats.callbacks.items()):
                 callbacks.add_metric([*ls, status], n)
+            latency.add_metric(ls, stats.callback_seconds.cumulative(),
+                               stats.callback_seconds.total)
             sent.add_metric(ls, stats.sent)
             retries.add_metric(ls, stats.retries)
             failures.add_metric(ls, stats.failures)
             dedupe.add_metric(ls, self.door.ledger.dedupe_hits(f"{platform}:{name}"))
             outbox.add_metric(ls, waiting.get((platform, name), 0))
-        yield from (callbacks, sent, retries, failures, dedupe, outbox)
+        yield from (callbacks, latency, sent, retries, failures, dedupe, outbox)

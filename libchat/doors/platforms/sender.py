@@ -23,6 +23,8 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from . import outbound as ob
+from libchat.runtimes.agents.stats import Histogram
+
 from .ledger import Ledger
 from .textsplit import merge_messages, split_lark, split_wecom
 
@@ -37,7 +39,7 @@ class SendStats:
     retries: int = 0
     failures: int = 0    # items given up (permanent refusal or out of time)
     callbacks: dict[str, int] = attrs.Factory(lambda: defaultdict(int))  # status -> n
-    latency: list[float] = attrs.Factory(list)
+    callback_seconds: Histogram = attrs.Factory(Histogram)  # request in -> answer written
 
 
 class Sender:
