@@ -127,6 +127,7 @@ class LibchatService(service.MultiService):
         self.router = router
         self.store = store
         self.runtime = runtime
+        self.hub: Any = None  # the post-office IHub when --postoffice is given
         self.watchdog: Watchdog | None = None  # outlives the programs (libchat.runtimes.node.reaper)
 
     def listening(self, role: str) -> list[Listener]:
@@ -207,6 +208,7 @@ def makeService(options: Options, reactor: Any = None) -> LibchatService:
     pool = WarmPool(runtime, library, reactor, default_size=options["warm"],
                     max_instances=options["max-programs"])
     agent_stats = AgentStats(reactor.seconds)
+    hub, hub_site = make_postoffice(options, reactor)
     runtimes = {"node": pool, **agent_runtimes(reactor, store, agent_stats)}
     router = Router(
         reactor, library, RuntimeSwitch(library, runtimes), store,
@@ -227,7 +229,21 @@ def makeService(options: Options, reactor: Any = None) -> LibchatService:
         listener(reactor, "front", "front", description, front_factory).setServiceParent(top)
     FlushService(store, options["flush-interval"], reactor).setServiceParent(top)
     make_web_service(options, reactor, router, agent_stats).setServiceParent(top)
+    if hub is not None:
+        top.hub = hub
+        listener(reactor, "postoffice", "postoffice", options["postoffice"],
+                 hub_site).setServiceParent(top)
     return top
+
+
+def make_postoffice(options: Options, reactor: Any) -> tuple[Any, Any]:
+    """The ``--postoffice`` hub (an IHub; libchat.doors.postoffice) and its
+    site, or (None, None) when off."""
+    if options["postoffice"] is None:
+        return None, None
+    from libchat.doors.postoffice import settings as postoffice
+    return postoffice.build(options.tables, Path(options["data"]), reactor,
+                            max_frame=options["max-frame"])
 
 
 def make_coze(section: dict[str, Any], api_key: str, clock: Any) -> Any:
