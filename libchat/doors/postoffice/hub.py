@@ -86,6 +86,10 @@ class OfflineQueue:
     def __len__(self) -> int:
         return sum(len(q) for q in self._by_target.values())
 
+    def earliest(self) -> float | None:
+        heads = [q[0]["expires"] for q in self._by_target.values() if q]
+        return min(heads) if heads else None
+
     def full(self, target: str) -> bool:
         return len(self._by_target.get(target, ())) >= self.bound
 
@@ -144,6 +148,8 @@ class Hub:
         self.listeners: dict[str, IHubListener] = {}
         self.stats = {"deliveries": 0, "bounces": 0, "queued_total": 0}
         self.refusals: dict[str, int] = {}
+        self._timer: Any = None
+        self._schedule()
 
     # -- IHub -------------------------------------------------------------
     def clients(self) -> list[str]:
@@ -230,6 +236,7 @@ class Hub:
         self.queue.put(target, sender.client_id, message["subject"], raw,
                        self.clock.seconds() + self.offline_ttl)
         self.stats["queued_total"] += 1
+        self._schedule()
 
     def bounce(self, sender: str, target: str, subject: Any, why: str) -> None:
         self.stats["bounces"] += 1
@@ -242,3 +249,20 @@ class Hub:
         for item in self.queue.expire(self.clock.seconds()):
             self.bounce(item["from"], item["target"], item["subject"],
                         f"{item['target']} did not connect within offline_ttl")
+
+    def _schedule(self) -> None:
+        """One timer, at the earliest expiry in the queue (none when empty)."""
+        if self._timer is not None and self._timer.active():
+            return
+        at = self.queue.earliest()
+        if at is not None:
+            self._timer = self.clock.callLater(max(0.0, at - self.clock.seconds()), self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        self.expire()
+        self._schedule()
+
+    def stop(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
