@@ -228,7 +228,7 @@ def makeService(options: Options, reactor: Any = None) -> LibchatService:
     for description in options["front"]:
         listener(reactor, "front", "front", description, front_factory).setServiceParent(top)
     FlushService(store, options["flush-interval"], reactor).setServiceParent(top)
-    make_web_service(options, reactor, router, agent_stats).setServiceParent(top)
+    make_web_service(options, reactor, router, agent_stats, hub).setServiceParent(top)
     if hub is not None:
         top.hub = hub
         listener(reactor, "postoffice", "postoffice", options["postoffice"],
@@ -259,7 +259,7 @@ def agent_runtimes(reactor: Any, store: Any, stats: AgentStats) -> dict[str, Age
 
 
 def make_web_service(options: Options, reactor: Any, router: Router,
-                     agent_stats: AgentStats | None = None) -> Listener:
+                     agent_stats: AgentStats | None = None, hub: Any = None) -> Listener:
     """The ``--web`` listener (libchat.doors.web)."""
     log = Logger()
     secret = options["secret"]
@@ -273,7 +273,7 @@ def make_web_service(options: Options, reactor: Any, router: Router,
         secret=secret, max_frame=options["max-frame"], rate=options["ws-rate"],
         max_per_user=options["ws-max-per-user"], ping=options["ws-ping"],
         pong=options["ws-pong"])
-    site = web.build(router, reactor, settings, agents=agent_stats)
+    site = web.build(router, reactor, settings, agents=agent_stats, postoffice=hub)
     # REST bodies are bounded like frames (libchat.doors.web.rest)
     return listener(reactor, "web", "web", options["web"],
                     bounded_site(site.resource(), options["max-frame"]))

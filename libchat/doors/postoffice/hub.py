@@ -166,6 +166,14 @@ class Hub:
         self.stats["deliveries"] += 1
         return True
 
+    # -- ops (the --web /metrics page and /healthz) -------------------------
+    def collector(self) -> Any:
+        from libchat.doors.postoffice.metrics import HubFigures
+        return HubFigures(self)
+
+    def health(self) -> dict[str, Any]:
+        return {"clients": len(self.conns), "queued": len(self.queue)}
+
     # -- connections ------------------------------------------------------
     def internal(self, client_id: str) -> bool:
         return any(client_id.startswith(p) for p in self.listeners)

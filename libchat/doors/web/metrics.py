@@ -99,7 +99,8 @@ class _AgentFigures:
 class Metrics:
     def __init__(self, router: IRouterStats, now: Callable[[], float], *,
                  connections: Callable[[], int], users: Callable[[], int],
-                 waiting: Callable[[], int], agents: Any = None) -> None:
+                 waiting: Callable[[], int], agents: Any = None,
+                 extra: Iterable[Any] = ()) -> None:
         self.now = now
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
@@ -118,6 +119,8 @@ class Metrics:
         r.register(_LiveGauges(router, connections, users, waiting))
         if agents is not None:
             r.register(_AgentFigures(agents))
+        for collector in extra:  # e.g. the post-office hub's (libchat.doors.postoffice.metrics)
+            r.register(collector)
         self._asked: dict[str, float] = {}  # dialog_id -> when its 1001 came in
         # labels() costs ~7 us a call: on the per-message path, keep the children
         self._event_counters: dict[tuple[str, Any], Any] = {}

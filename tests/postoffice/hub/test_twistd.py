@@ -79,7 +79,7 @@ def test_every_refusal_before_the_upgrade(hub: Libchat) -> Any:
     assert (yield refused(hub, None, good)) == 400
     assert (yield refused(hub, "/service/acme/w", None)) == 401
     assert (yield refused(hub, "/service/acme/w", "not-a-token")) == 401
-    forged = jwt.encode({"sub": "acme", "exp": int(time.time()) + 60}, "other-key",
+    forged = jwt.encode({"sub": "acme", "exp": int(time.time()) + 60}, "other-key-of-at-least-32-bytes-long",
                         algorithm="HS256")
     assert (yield refused(hub, "/service/acme/w", forged)) == 401
     expired = jwt.encode({"sub": "acme", "exp": int(time.time()) - 1},
@@ -151,3 +151,45 @@ def test_offline_delivery_after_kill_9_and_restart(hub: Libchat) -> Any:
     got = [(yield late.next())["content"], (yield late.next())["content"]]
     assert got == ["m1", "m2"]
     late.sendClose()
+
+
+@pytest_twisted.inlineCallbacks
+def test_metrics_and_healthz(hub: Libchat) -> Any:
+    _, body = yield token(hub)
+    assert (yield refused(hub, None, body["token"])) == 400
+    a = yield connect(port(hub), "/service/acme/m", body["token"])
+    a.post(**{"from": "/service/acme/m", "to": "/service/acme/m", "subject": "s",
+              "content": "x", "type": "msg"})
+    yield a.next()
+    a.post(**{"from": "/service/acme/m", "to": "/service/acme/absent", "subject": "s",
+              "content": "x", "type": "msg"})
+    a.post(**{"from": "/service/acme/m", "to": "/service/acme/m", "subject": "s",
+              "content": "sync", "type": "msg"})   # a round trip: the queueing is behind us
+    yield a.next()
+    m = hub.metrics()
+    assert m[("libchat_postoffice_clients", ())] == 1
+    assert m[("libchat_postoffice_deliveries_total", ())] >= 1
+    assert m[("libchat_postoffice_refusals_total", (("reason", "400"),))] == 1
+    r = yield treq.get(hub.url("/healthz"))
+    health = yield r.json()
+    assert health["postoffice"] == {"clients": 1, "queued": 1}
+    a.sendClose()
+
+
+@pytest_twisted.inlineCallbacks
+def test_expiry_bounces_undeliverable(tmp_path: Path) -> Any:
+    cfg = tmp_path / "short.toml"
+    cfg.write_text(CONFIG.replace("offline_ttl = 300", "offline_ttl = 0.5"))
+    lc = Libchat(tmp_path / "lc", "--config", str(cfg), "--postoffice", LOOPBACK_ZERO)
+    lc.start()
+    try:
+        _, body = yield token(lc)
+        a = yield connect(port(lc), "/service/acme/a", body["token"])
+        a.post(**{"from": "/service/acme/a", "to": "/service/acme/never", "subject": "q",
+                  "content": "x", "type": "msg"})
+        frame = yield a.next(timeout=10)
+        assert frame == {"type": "error", "code": "UNDELIVERABLE", "to": "/service/acme/never",
+                         "subject": "q", "error": frame["error"]}
+        a.sendClose()
+    finally:
+        lc.close()
