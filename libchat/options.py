@@ -18,6 +18,7 @@ from twisted.python import usage
 
 from libchat import config
 from libchat.doors.platforms import tables as platform_tables
+from libchat.doors.postoffice import settings as _postoffice  # noqa: F401  registers [postoffice]
 from libchat.doors.web.auth import read_secret
 from libchat.protocol.wire import DEFAULT_MAX_FRAME, MAGIC
 from libchat.runtimes.node.reaper import MAX_RUNTIME_BASE
@@ -98,6 +99,8 @@ class Options(usage.Options):
         # the web front doors (docs/web.md; libchat.doors.web, docs/web.md)
         ["web", None, DEFAULT_WEB, "Web endpoint: page, /ws, REST API, /metrics, /healthz."],
         ["auth-secret", None, None, "HS256 secret for user JWTs (none: development mode)."],
+        # the post-office hub (CONTRACT section 12; libchat.doors.postoffice)
+        ["postoffice", None, None, "Post-office hub endpoint (off by default; docs/postoffice.md)."],
         ["auth-secret-file", None, None, "File holding the JWT secret."],
         ["ws-rate", None, 20.0, "Messages per second one WebSocket (or REST user) may send.",
          _positive(float, "ws-rate", 0.001)],
@@ -218,7 +221,7 @@ def top_table() -> config.Table:
                        default=[DEFAULT_FRONT], help="Front-service endpoints.")]
     parameters: list[list[Any]] = Options.optParameters  # type: ignore[assignment]
     for name, _short, default, doc, *coerce in parameters:
-        if name in ("config", "auth-secret-file"):
+        if name in ("config", "auth-secret-file", "postoffice"):  # [postoffice] is a table
             continue  # auth-secret-file is the secret's _file form below
         if name == "auth-secret":
             keys.append(config.Key(name, secret=True, help=doc))

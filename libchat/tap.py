@@ -127,6 +127,7 @@ class LibchatService(service.MultiService):
         self.router = router
         self.store = store
         self.runtime = runtime
+        self.hub: Any = None  # the post-office IHub when --postoffice is given
         self.watchdog: Watchdog | None = None  # outlives the programs (libchat.runtimes.node.reaper)
 
     def listening(self, role: str) -> list[Listener]:
@@ -207,6 +208,7 @@ def makeService(options: Options, reactor: Any = None) -> LibchatService:
     pool = WarmPool(runtime, library, reactor, default_size=options["warm"],
                     max_instances=options["max-programs"])
     agent_stats = AgentStats(reactor.seconds)
+    hub, hub_site = make_postoffice(options, reactor)
     runtimes = {"node": pool, **agent_runtimes(reactor, store, agent_stats)}
     router = Router(
         reactor, library, RuntimeSwitch(library, runtimes), store,
@@ -229,7 +231,11 @@ def makeService(options: Options, reactor: Any = None) -> LibchatService:
     hooks = make_platforms(options, reactor, router, run_io)
     if hooks is not None:
         hooks.setServiceParent(top)
-    make_web_service(options, reactor, router, agent_stats, hooks).setServiceParent(top)
+    make_web_service(options, reactor, router, agent_stats, hooks, hub).setServiceParent(top)
+    if hub is not None:
+        top.hub = hub
+        listener(reactor, "postoffice", "postoffice", options["postoffice"],
+                 hub_site).setServiceParent(top)
     return top
 
 
@@ -267,6 +273,16 @@ class PlatformService(service.MultiService):
         return d
 
 
+def make_postoffice(options: Options, reactor: Any) -> tuple[Any, Any]:
+    """The ``--postoffice`` hub (an IHub; libchat.doors.postoffice) and its
+    site, or (None, None) when off."""
+    if options["postoffice"] is None:
+        return None, None
+    from libchat.doors.postoffice import settings as postoffice
+    return postoffice.build(options.tables, Path(options["data"]), reactor,
+                            max_frame=options["max-frame"])
+
+
 def make_coze(section: dict[str, Any], api_key: str, clock: Any) -> Any:
     """The Coze client, imported when a coze program is first found."""
     from libchat.runtimes.agents.coze import CozeClient
@@ -281,7 +297,7 @@ def agent_runtimes(reactor: Any, store: Any, stats: AgentStats) -> dict[str, Age
 
 def make_web_service(options: Options, reactor: Any, router: Router,
                      agent_stats: AgentStats | None = None,
-                     hooks: "PlatformService | None" = None) -> Listener:
+                     hooks: "PlatformService | None" = None, hub: Any = None) -> Listener:
     """The ``--web`` listener (libchat.doors.web)."""
     log = Logger()
     secret = options["secret"]
@@ -299,7 +315,7 @@ def make_web_service(options: Options, reactor: Any, router: Router,
     if hooks is not None:
         from libchat.doors.platforms.figures import PlatformFigures
         extra = {"hooks": hooks.door.app.resource(), "collectors": (PlatformFigures(hooks.door),)}
-    site = web.build(router, reactor, settings, agents=agent_stats, **extra)
+    site = web.build(router, reactor, settings, agents=agent_stats, postoffice=hub, **extra)
     # REST bodies are bounded like frames (libchat.doors.web.rest)
     return listener(reactor, "web", "web", options["web"],
                     bounded_site(site.resource(), options["max-frame"]))

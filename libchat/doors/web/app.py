@@ -75,6 +75,7 @@ class WebApp:
         self.ws_resource = WebSocketResource(ws)
         self.rest_resource = rest.app.resource()
         self.metrics = metrics
+        self.postoffice: Any = None  # the post-office hub, when --postoffice is on
         self.static = {p.name: (p.read_bytes(), STATIC_TYPES[p.suffix])
                        for p in STATIC.iterdir() if p.suffix in STATIC_TYPES}
         self.openapi = OPENAPI.read_bytes()
@@ -124,7 +125,8 @@ class WebApp:
     def healthz(self, request: IRequest) -> bytes:
         return json_response(request, 200, {
             "ok": True, "auth": "dev" if self.auth.dev_mode else "jwt",
-            "websockets": self.registry.count()})
+            "websockets": self.registry.count(),
+            **({"postoffice": self.postoffice.health()} if self.postoffice is not None else {})})
 
     @app.route("/", branch=True)
     def not_found(self, request: IRequest) -> bytes:
@@ -133,7 +135,8 @@ class WebApp:
 
 def build(router: IRouter, clock: IReactorTime, settings: WebSettings,
           now: Callable[[], float] | None = None, agents: Any = None,
-          hooks: IResource | None = None, collectors: tuple[Any, ...] = ()) -> WebApp:
+          hooks: IResource | None = None, collectors: tuple[Any, ...] = (),
+          postoffice: Any = None) -> WebApp:
     """The web front doors of ``router``; the gateway is attached to it. The
     metrics read the router as :class:`~libchat.interfaces.IRouterStats`."""
     now = now or clock.seconds
@@ -146,5 +149,7 @@ def build(router: IRouter, clock: IReactorTime, settings: WebSettings,
     rest = ChatAPI(gateway, auth, now, max_body=settings.max_frame, rate=settings.rate)
     metrics = Metrics(IRouterStats(router), now, connections=registry.count,
                       users=registry.users, waiting=gateway.waiting, agents=agents,
-                      collectors=collectors)
-    return WebApp(gateway, auth, registry, ws, rest, metrics, hooks)
+                      collectors=collectors + ((postoffice.collector(),) if postoffice is not None else ()))
+    web = WebApp(gateway, auth, registry, ws, rest, metrics, hooks)
+    web.postoffice = postoffice  # the hub (health()) when --postoffice is on
+    return web

@@ -119,7 +119,7 @@ class Metrics:
         r.register(_LiveGauges(router, connections, users, waiting))
         if agents is not None:
             r.register(_AgentFigures(agents))
-        for collector in collectors:  # other doors' figures, read at scrape time
+        for collector in collectors:  # other doors' figures (platforms, post office), read at scrape time
             r.register(collector)
         self._asked: dict[str, float] = {}  # dialog_id -> when its 1001 came in
         # labels() costs ~7 us a call: on the per-message path, keep the children

@@ -1,0 +1,276 @@
+"""The post-office hub core (CONTRACT section 12): routing, error frames,
+the offline queue and the internal addresses of libchat's own runtimes.
+
+Transport-free: a connection is anything with ``client_id``, ``send(text)``
+and ``replaced(reason)``, so the core is tested without sockets.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections import OrderedDict, deque
+from pathlib import Path
+from typing import Any, Protocol
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from libchat.doors.postoffice.seam import IHub, IHubListener
+
+log = Logger()
+TYPES = ("msg", "heartbeat", "log")
+REQUIRED = ("from", "to", "subject", "content", "type")
+DEFAULT_QUEUE_BOUND = 1000
+
+
+class Conn(Protocol):
+    client_id: str
+    def send(self, text: str) -> None: ...
+    def replaced(self, reason: str) -> None: ...
+
+
+class BadMessage(ValueError):
+    """An envelope that does not follow the GO-POSTOFFICE schema."""
+
+
+def error_frame(code: str, text: str, to: Any = None, subject: Any = None) -> str:
+    frame: dict[str, Any] = {"type": "error", "code": code, "error": text}
+    if to is not None:
+        frame["to"] = to
+    if subject is not None:
+        frame["subject"] = subject
+    return json.dumps(frame, ensure_ascii=False)
+
+
+def check_envelope(raw: str) -> dict[str, Any]:
+    """Parse and validate one envelope; :class:`BadMessage` says why not."""
+    try:
+        message = json.loads(raw)
+    except ValueError:
+        raise BadMessage("not JSON") from None
+    if not isinstance(message, dict):
+        raise BadMessage("an envelope is a JSON object")
+    for name in REQUIRED:
+        if name not in message:
+            raise BadMessage(f"missing {name!r}")
+    if message["type"] not in TYPES:
+        raise BadMessage("type must be msg, heartbeat or log")
+    if not isinstance(message["from"], str) or not isinstance(message["subject"], str):
+        raise BadMessage("from and subject are strings")
+    to = message["to"]
+    targets = [to] if isinstance(to, str) else to
+    if not isinstance(targets, list) or not targets or \
+            not all(isinstance(t, str) and t for t in targets):
+        raise BadMessage("to is a clientID or a non-empty list of them")
+    return message
+
+
+class OfflineQueue:
+    """Messages for absent clientIDs, in order, journaled to one JSONL file
+    (fsynced per append, so a kill -9 loses nothing acknowledged; rewritten
+    atomically when messages leave it)."""
+
+    def __init__(self, path: Path | None, bound: int) -> None:
+        self.path = path
+        self.bound = bound
+        self._by_target: dict[str, deque[dict[str, Any]]] = OrderedDict()
+        if path is not None and path.exists():
+            for line in path.read_bytes().splitlines():
+                try:
+                    item = json.loads(line)
+                except ValueError:
+                    continue        # a torn last line after a crash
+                self._by_target.setdefault(item["target"], deque()).append(item)
+
+    def __len__(self) -> int:
+        return sum(len(q) for q in self._by_target.values())
+
+    def earliest(self) -> float | None:
+        heads = [q[0]["expires"] for q in self._by_target.values() if q]
+        return min(heads) if heads else None
+
+    def full(self, target: str) -> bool:
+        return len(self._by_target.get(target, ())) >= self.bound
+
+    def put(self, target: str, sender: str, subject: Any, raw: str, expires: float) -> None:
+        item = {"target": target, "from": sender, "subject": subject, "raw": raw,
+                "expires": expires}
+        self._by_target.setdefault(target, deque()).append(item)
+        if self.path is not None:
+            with open(self.path, "ab") as f:
+                f.write(json.dumps(item, ensure_ascii=False).encode() + b"\n")
+                f.flush()
+                os.fsync(f.fileno())
+
+    def take(self, target: str) -> list[dict[str, Any]]:
+        items = list(self._by_target.pop(target, ()))
+        if items:
+            self._rewrite()
+        return items
+
+    def expire(self, now: float) -> list[dict[str, Any]]:
+        gone = []
+        for target in list(self._by_target):
+            q = self._by_target[target]
+            while q and q[0]["expires"] <= now:
+                gone.append(q.popleft())
+            if not q:
+                del self._by_target[target]
+        if gone:
+            self._rewrite()
+        return gone
+
+    def _rewrite(self) -> None:
+        if self.path is None:
+            return
+        tmp = self.path.with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            for q in self._by_target.values():
+                for item in q:
+                    f.write(json.dumps(item, ensure_ascii=False).encode() + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+
+@implementer(IHub)
+class Hub:
+    """Who is connected, where envelopes go, and the figures for /metrics."""
+
+    def __init__(self, clock: IReactorTime, offline_ttl: float = 300,
+                 queue: OfflineQueue | None = None) -> None:
+        self.clock = clock
+        self.offline_ttl = offline_ttl
+        self.queue = queue if queue is not None else OfflineQueue(None, DEFAULT_QUEUE_BOUND)
+        self.conns: dict[str, Conn] = {}
+        self.started: dict[str, float] = {}
+        self.listeners: dict[str, IHubListener] = {}
+        self.stats = {"deliveries": 0, "bounces": 0, "queued_total": 0}
+        self.refusals: dict[str, int] = {}
+        self._timer: Any = None
+        self._schedule()
+
+    # -- IHub -------------------------------------------------------------
+    def clients(self) -> list[str]:
+        return list(self.conns)
+
+    def listen(self, prefix: str, listener: IHubListener) -> None:
+        self.listeners[prefix] = listener
+
+    def send(self, message: dict[str, Any]) -> bool:
+        conn = self.conns.get(message["to"])
+        if conn is None:
+            return False
+        conn.send(json.dumps(message, ensure_ascii=False))
+        self.stats["deliveries"] += 1
+        return True
+
+    # -- ops (the --web /metrics page and /healthz) -------------------------
+    def collector(self) -> Any:
+        from libchat.doors.postoffice.metrics import HubFigures
+        return HubFigures(self)
+
+    def health(self) -> dict[str, Any]:
+        return {"clients": len(self.conns), "queued": len(self.queue)}
+
+    # -- connections ------------------------------------------------------
+    def internal(self, client_id: str) -> bool:
+        return any(client_id.startswith(p) for p in self.listeners)
+
+    def refuse(self, reason: str) -> None:
+        self.refusals[reason] = self.refusals.get(reason, 0) + 1
+
+    def older(self, client_id: str, start_time: float | None) -> bool:
+        """A connect whose startTime predates the live connection's (409)."""
+        live = self.started.get(client_id)
+        return (client_id in self.conns and start_time is not None
+                and live is not None and start_time < live)
+
+    def attach(self, conn: Conn, start_time: float | None) -> None:
+        old = self.conns.get(conn.client_id)
+        self.conns[conn.client_id] = conn
+        self.started[conn.client_id] = start_time if start_time is not None \
+            else self.clock.seconds() * 1000
+        if old is not None and old is not conn:
+            old.replaced("replaced by a newer connection of this clientID")
+        for listener in list(self.listeners.values()):
+            listener.client_connected(conn.client_id)
+        self.expire()
+        for item in self.queue.take(conn.client_id):
+            conn.send(item["raw"])
+            self.stats["deliveries"] += 1
+
+    def detach(self, conn: Conn) -> None:
+        if self.conns.get(conn.client_id) is not conn:
+            return                  # replaced: the newer one is live
+        del self.conns[conn.client_id]
+        self.started.pop(conn.client_id, None)
+        for listener in list(self.listeners.values()):
+            listener.client_gone(conn.client_id)
+
+    # -- envelopes --------------------------------------------------------
+    def receive(self, conn: Conn, raw: str) -> None:
+        try:
+            message = check_envelope(raw)
+        except BadMessage as e:
+            conn.send(error_frame("BAD_MESSAGE", str(e)))
+            return
+        subject = message["subject"]
+        if message["from"] != conn.client_id:
+            conn.send(error_frame("FORBIDDEN", "from must be your own clientID",
+                                  subject=subject))
+            return
+        to = message["to"]
+        for target in [to] if isinstance(to, str) else to:
+            self.route(conn, target, message, raw)
+
+    def route(self, sender: Conn, target: str, message: dict[str, Any], raw: str) -> None:
+        for prefix, listener in self.listeners.items():
+            if target.startswith(prefix):
+                listener.envelope(message, raw)
+                return
+        live = self.conns.get(target)
+        if live is not None:
+            live.send(raw)
+            self.stats["deliveries"] += 1
+            return
+        if message["type"] == "heartbeat":
+            return                  # heartbeats are never queued (section 12)
+        if self.queue.full(target):
+            self.bounce(sender.client_id, target, message["subject"],
+                        "offline queue for this target is full")
+            return
+        self.queue.put(target, sender.client_id, message["subject"], raw,
+                       self.clock.seconds() + self.offline_ttl)
+        self.stats["queued_total"] += 1
+        self._schedule()
+
+    def bounce(self, sender: str, target: str, subject: Any, why: str) -> None:
+        self.stats["bounces"] += 1
+        conn = self.conns.get(sender)
+        if conn is not None:
+            conn.send(error_frame("UNDELIVERABLE", why, to=target, subject=subject))
+
+    def expire(self) -> None:
+        """Drop queued messages past offline_ttl, telling their senders."""
+        for item in self.queue.expire(self.clock.seconds()):
+            self.bounce(item["from"], item["target"], item["subject"],
+                        f"{item['target']} did not connect within offline_ttl")
+
+    def _schedule(self) -> None:
+        """One timer, at the earliest expiry in the queue (none when empty)."""
+        if self._timer is not None and self._timer.active():
+            return
+        at = self.queue.earliest()
+        if at is not None:
+            self._timer = self.clock.callLater(max(0.0, at - self.clock.seconds()), self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        self.expire()
+        self._schedule()
+
+    def stop(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
