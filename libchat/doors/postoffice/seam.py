@@ -1,0 +1,45 @@
+"""The hub as libchat's own code sees it (CONTRACT section 12).
+
+The post-office hub (libchat.doors.postoffice) connects remote service
+clients; the remote-program runtime (libchat.runtimes.postoffice) talks to
+them through this face only, as an *internal address*: a clientID prefix
+such as ``/libchat/dialog/`` that no socket may connect as.
+"""
+from __future__ import annotations
+from typing import Any
+from zope.interface import Attribute, Interface
+
+
+class IHubListener(Interface):
+    """What the runtime hears from the hub."""
+
+    def envelope(message: dict[str, Any], raw: str) -> None:
+        """A connected client sent an envelope to an internal address this
+        listener owns; ``message`` is the validated envelope, ``raw`` its text.
+        The hub has already checked ``from`` is the sender's own clientID."""
+
+    def client_connected(client_id: str) -> None:
+        """A client connected (also when it replaced an older connection of
+        the same clientID: then ``client_gone`` is NOT called)."""
+
+    def client_gone(client_id: str) -> None:
+        """A client's connection ended and no newer one replaced it."""
+
+
+class IHub(Interface):
+    """The hub, for libchat's own runtimes."""
+
+    def clients() -> list[str]:
+        """The clientIDs connected now."""
+
+    def listen(prefix: str, listener: IHubListener) -> None:
+        """Envelopes whose ``to`` starts with ``prefix`` go to ``listener``,
+        never to a socket or the offline queue; no client may connect with a
+        clientID starting with ``prefix`` (403). Connects and disconnects of
+        every client are told to every listener."""
+
+    def send(message: dict[str, Any]) -> bool:
+        """Deliver an envelope from an internal address to a connected client
+        (``message["to"]`` a single clientID); the hub encodes it once.
+        Returns False, sending nothing and queueing nothing, when the target
+        is not connected."""
