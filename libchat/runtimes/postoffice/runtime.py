@@ -17,7 +17,7 @@ import re
 import secrets
 from collections import deque
 from itertools import count
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -241,7 +241,7 @@ class RemoteInstance:
             return
         state = message.get("state")
         body = message.get("content")
-        content, attachments = body, []
+        content, attachments = body, cast(list[Any], [])
         if isinstance(body, dict):
             content, attachments = body.get("content", ""), body.get("attachments") or []
         base = {"dialog_id": self.dialog_id, "user_id": self.user_id}
