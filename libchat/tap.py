@@ -28,6 +28,7 @@ from libchat.doors.memory_api import MAX_BODY, MemoryAPI
 from libchat.doors.web import app as web
 from libchat.doors.web.auth import MIN_SECRET
 from libchat.options import Options, StartupError, TwistdOptions
+from libchat.runtimes.postoffice.runtime import PostofficeRuntime
 from libchat.runtimes.agents.dify import DifyClient
 from libchat.runtimes.agents.runtime import AgentRuntime
 from libchat.runtimes.agents.stats import AgentStats
@@ -210,6 +211,8 @@ def makeService(options: Options, reactor: Any = None) -> LibchatService:
     agent_stats = AgentStats(reactor.seconds)
     hub, hub_site = make_postoffice(options, reactor)
     runtimes = {"node": pool, **agent_runtimes(reactor, store, agent_stats)}
+    # remote programs (docs/postoffice-programs.md); lead: pass pohub's `hub` here
+    runtimes["postoffice"] = PostofficeRuntime(reactor, None)
     router = Router(
         reactor, library, RuntimeSwitch(library, runtimes), store,
         idle_timeout=options["idle-timeout"], max_programs=options["max-programs"],
