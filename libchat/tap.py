@@ -212,7 +212,7 @@ def makeService(options: Options, reactor: Any = None) -> LibchatService:
     hub, hub_site = make_postoffice(options, reactor)
     runtimes = {"node": pool, **agent_runtimes(reactor, store, agent_stats)}
     # remote programs (docs/postoffice-programs.md); lead: pass pohub's `hub` here
-    runtimes["postoffice"] = PostofficeRuntime(reactor, None)
+    runtimes["postoffice"] = PostofficeRuntime(reactor, hub)
     router = Router(
         reactor, library, RuntimeSwitch(library, runtimes), store,
         idle_timeout=options["idle-timeout"], max_programs=options["max-programs"],
