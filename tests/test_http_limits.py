@@ -134,3 +134,19 @@ def test_bounded_site_lets_a_chunked_body_at_the_limit_through_and_cuts_one_past
                                               "message": "body over 10 bytes"})
     finally:
         yield port.stopListening()
+
+
+def test_access_log_lines_leave_the_query_string_out() -> None:
+    """A ?token= or ?secret= must never reach a log (docs/security.md)."""
+    from twisted.web.test.requesthelper import DummyRequest
+
+    from libchat.doors.http import access_line
+
+    request = DummyRequest([b"token"])
+    request.uri = b"/token?appid=acme&secret=very-secret-value"
+    request.method = b"GET"
+    request.clientproto = b"HTTP/1.1"
+    request.code = 200
+    request.sentLength = 10
+    line = access_line("[02/Dec/2026:21:00:00 +0000]", request)
+    assert '"GET /token HTTP/1.1" 200 10' in line and "very-secret" not in line

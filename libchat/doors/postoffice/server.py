@@ -11,6 +11,7 @@ from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.web import resource, server
 from twisted.web.iweb import IRequest
 
+from libchat.doors.http import bounded_site
 from libchat.doors.postoffice.hub import Hub
 from libchat.doors.postoffice.tokens import Tokens, Unauthorized
 from libchat.doors.web.ws import RateLimiter
@@ -135,5 +136,6 @@ class Root(resource.Resource):
         return self.ws.render(request)
 
 
-def site(factory: HubFactory) -> server.Site:
-    return server.Site(Root(factory))
+def site(factory: HubFactory, max_body: int = 64 * 1024) -> server.Site:
+    """The hub's listener: ``/token`` and upgrades have no body worth reading."""
+    return bounded_site(Root(factory), max_body)
