@@ -21,7 +21,7 @@ from tests.launcher import Libchat
 from .fakes import serve
 from .fakes.lark import FakeLark
 from .fakes.wecom import FakeWeCom
-from .test_wecom_crypto import AES_KEY, CORP, TOKEN
+from .test_wecom_crypto import AES_KEY, CORP, ECHOSTR, TOKEN, URL_SIG
 
 WECOM_SECRET = "wecom-secret-very-private-42"
 LARK_SECRET = "lark-app-secret-very-private-43"
@@ -177,6 +177,18 @@ def test_wecom_text_in_reply_out_through_message_send(server: Libchat, fakes: An
     sent = wecom.delivered[0]
     assert sent["touser"] == "lisi" and sent["agentid"] == AGENT
     assert sent["text"]["content"] == "echo: hello there"
+
+
+@pytest_twisted.inlineCallbacks
+def test_wecom_url_verification_answers_the_decrypted_echostr_exactly(server: Libchat) -> Any:
+    query = {"msg_signature": URL_SIG, "timestamp": "1411443780", "nonce": "437374425",
+             "echostr": ECHOSTR}
+    response = yield treq.get(server.url("/hooks/wecom/hr"), params=query, timeout=T)
+    assert (response.code, (yield response.content())) == (200, b"5927782489442352469")
+    response = yield treq.get(server.url("/hooks/wecom/hr"), params=dict(query, nonce="437374424"),
+                              timeout=T)
+    assert response.code == 403
+    yield response.content()
 
 
 @pytest_twisted.inlineCallbacks
