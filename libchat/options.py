@@ -18,13 +18,13 @@ from twisted.python import usage
 
 from libchat import config
 from libchat.doors.platforms import tables as platform_tables
-from libchat.doors.postoffice import settings as _postoffice  # noqa: F401  registers [postoffice]
+from libchat.doors.postoffice import settings as postoffice_settings
 from libchat.doors.web.auth import read_secret
 from libchat.protocol.wire import DEFAULT_MAX_FRAME, MAGIC
 from libchat.runtimes.node.reaper import MAX_RUNTIME_BASE
 
 # the door and runtime tables the config file may hold (registered on import)
-DOOR_TABLES = (platform_tables.WECOM, platform_tables.LARK)
+DOOR_TABLES = (platform_tables.WECOM, platform_tables.LARK, postoffice_settings.TABLE)
 
 DEFAULT_FRONT = "tcp:8082:interface=127.0.0.1"
 DEFAULT_API = "tcp:8083:interface=127.0.0.1"

@@ -7,7 +7,7 @@ such as ``/libchat/dialog/`` that no socket may connect as.
 """
 from __future__ import annotations
 from typing import Any
-from zope.interface import Attribute, Interface
+from zope.interface import Interface
 
 
 class IHubListener(Interface):

@@ -36,6 +36,7 @@ from libchat.protocol import codes
 from libchat.runtimes.agents.client import AgentAnswer, AgentError, AgentTurn, IAgentClient
 from libchat.runtimes.agents.settings import AgentSettings, Unavailable, agent_settings
 from libchat.runtimes.agents.stats import AgentStats
+from libchat.runtimes.held import HeldCalls
 
 MAX_WAITING = 1000
 RETRY_DELAYS = (1.0, 3.0)  # two retries of a retryable failure
@@ -82,7 +83,7 @@ class _Program:
 
 
 @implementer(IRuntime)
-class AgentRuntime:
+class AgentRuntime(HeldCalls):
     """Starts :class:`AgentInstance` s of the programs of one service."""
 
     log = Logger()
@@ -97,8 +98,7 @@ class AgentRuntime:
         self.env, self.retry_delays, self.max_waiting = env, retry_delays, max_waiting
         self._programs: dict[str, _Program] = {}
         self._instances: set[AgentInstance] = set()
-        self._paused = False
-        self._held: deque[Callable[[], None]] = deque()
+        HeldCalls.__init__(self)
 
     # -- the library asks ----------------------------------------------------------
 
@@ -145,24 +145,9 @@ class AgentRuntime:
         self.clock.callLater(0, instance._connected)
         return instance
 
-    def pauseEvents(self) -> None:
-        self._paused = True
-
-    def resumeEvents(self) -> None:
-        self._paused = False
-        while self._held and not self._paused:
-            self._held.popleft()()
-
     def stopAll(self) -> "defer.Deferred[Any]":
         return defer.DeferredList([i.stop() for i in list(self._instances)],
                                   consumeErrors=True)
-
-    def _report(self, call: Callable[[], None]) -> None:
-        """Owner calls, held while paused (bounded: one per turn at most)."""
-        if self._paused:
-            self._held.append(call)
-        else:
-            call()
 
 
 @implementer(IInstance)

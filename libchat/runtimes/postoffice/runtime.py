@@ -17,7 +17,7 @@ import re
 import secrets
 from collections import deque
 from itertools import count
-from typing import Any, Callable, cast
+from typing import Any, cast
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -27,6 +27,7 @@ from zope.interface import implementer
 from libchat.doors.postoffice.seam import IHub, IHubListener
 from libchat.interfaces import IInstance, IInstanceOwner, IRuntime, NoRoom
 from libchat.protocol import codes
+from libchat.runtimes.held import HeldCalls
 
 PREFIX = "/libchat/dialog/"
 DEFAULT_WAIT = 10.0
@@ -48,7 +49,7 @@ def settings(section: dict[str, Any]) -> tuple[str, bool, float] | str:
 
 
 @implementer(IRuntime, IHubListener)
-class PostofficeRuntime:
+class PostofficeRuntime(HeldCalls):
     """Starts :class:`RemoteInstance` s; listens on the hub for their replies."""
 
     log = Logger()
@@ -57,8 +58,7 @@ class PostofficeRuntime:
         self.clock, self.hub = clock, hub
         self._programs: dict[str, tuple[str, bool, float]] = {}
         self._by_dialog: dict[str, RemoteInstance] = {}
-        self._paused = False
-        self._held: deque[Callable[[], None]] = deque()
+        HeldCalls.__init__(self)
         if hub is not None:
             hub.listen(PREFIX, self)
 
@@ -106,23 +106,9 @@ class PostofficeRuntime:
         instance._try_bind()
         return instance
 
-    def pauseEvents(self) -> None:
-        self._paused = True
-
-    def resumeEvents(self) -> None:
-        self._paused = False
-        while self._held and not self._paused:
-            self._held.popleft()()
-
     def stopAll(self) -> "defer.Deferred[Any]":
         return defer.DeferredList([i.stop() for i in list(self._by_dialog.values())],
                                   consumeErrors=True)
-
-    def _report(self, call: Callable[[], None]) -> None:
-        if self._paused:
-            self._held.append(call)
-        else:
-            call()
 
     # -- IHubListener ------------------------------------------------------------------
 
