@@ -95,3 +95,16 @@ def test_ci_runs_exactly_the_readme_test_command() -> None:
     ci_lines = [line.strip() for line in (root / ".ci" / "run").read_text().splitlines()
                 if line.strip() and not line.lstrip().startswith("#")]
     assert ci_lines[-1] == command
+
+
+def test_every_libchat_package_is_listed_in_setup_cfg() -> None:
+    """An installed (not editable) libchat must hold every package."""
+    import configparser
+
+    root = Path(__file__).resolve().parent.parent
+    cfg = configparser.ConfigParser()
+    cfg.read(root / "setup.cfg")
+    listed = set(cfg["options"]["packages"].split())
+    found = {".".join(p.parent.relative_to(root).parts)
+             for p in (root / "libchat").rglob("__init__.py")}
+    assert found - listed == set()
