@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -105,3 +106,43 @@ def test_reconnects_to_a_restarted_hub(tmp_path: Path) -> None:
     finally:
         kit.close()
         hub.close()
+
+
+def test_node_kit_answers_and_comes_back_after_being_replaced(hub: Libchat) -> None:
+    port = hub.ports["postoffice"]
+    kit = Path(__file__).resolve().parents[3] / "examples" / "node" / "postoffice.js"
+    node = subprocess.Popen(["node", str(kit), f"ws://127.0.0.1:{port}/ws",
+                             f"http://127.0.0.1:{port}/token", "acme", "acme-secret",
+                             "/service/acme/kit"])
+    try:
+        got = wait_until(lambda: _try_ask(port, "北京"), 15, "node kit answered")
+        assert got["content"] == "re: 北京" and got["from"] == "/service/acme/kit"
+        token = postoffice_kit.fetch_token(f"http://127.0.0.1:{port}/token", "acme", "acme-secret")
+        with connect(f"ws://127.0.0.1:{port}/ws?clientID=/service/acme/kit",
+                     additional_headers={"Authorization": f"Bearer {token['token']}"}):
+            pass                        # replaces the node kit's connection, then closes
+        got = wait_until(lambda: _try_ask(port, "again"), 15, "node kit reconnected")
+        assert got["content"] == "re: again"
+    finally:
+        node.terminate()
+        assert node.wait(10) is not None
+
+
+def _try_ask(port: int, text: str) -> dict[str, Any] | None:
+    """One ask; None while the kit is not connected (the hub queues, we time out)."""
+    try:
+        return _ask_within(port, text, 1.0)
+    except TimeoutError:
+        return None
+
+
+def _ask_within(port: int, text: str, timeout: float) -> dict[str, Any]:
+    token = postoffice_kit.fetch_token(f"http://127.0.0.1:{port}/token", "acme", "acme-secret")
+    with connect(f"ws://127.0.0.1:{port}/ws?clientID=/service/acme/asker",
+                 additional_headers={"Authorization": f"Bearer {token['token']}"}) as ws:
+        ws.send(json.dumps({"from": "/service/acme/asker", "to": "/service/acme/kit",
+                            "subject": "q", "content": text, "type": "msg"}))
+        while True:
+            got = dict(json.loads(ws.recv(timeout=timeout)))
+            if got.get("content") == f"re: {text}":
+                return got
