@@ -146,3 +146,21 @@ def _ask_within(port: int, text: str, timeout: float) -> dict[str, Any]:
             got = dict(json.loads(ws.recv(timeout=timeout)))
             if got.get("content") == f"re: {text}":
                 return got
+
+
+def test_refreshes_the_token_before_it_expires(tmp_path: Path) -> None:
+    cfg = tmp_path / "libchat.toml"
+    cfg.write_text(CONFIG.replace("offline_ttl = 300", "offline_ttl = 300\ntoken_ttl = 4"))
+    hub = Libchat(tmp_path / "lc", "--config", str(cfg), "--postoffice", LOOPBACK_ZERO)
+    hub.start()
+    port = hub.ports["postoffice"]
+    kit = Running(port)
+    kit.client.refresh_margin = 2.5     # refresh ~1.5 s after each fetch, before the 4 s expiry
+    try:
+        first = wait_until(lambda: kit.client._token, 10, "first token")["token"]
+        wait_until(lambda: kit.client.connects >= 3, 15, "two refreshes")
+        assert kit.client._token is None or kit.client._token["token"] != first
+        assert ask(port, "fresh")["content"] == "re: fresh"
+    finally:
+        kit.close()
+        hub.close()
