@@ -96,3 +96,54 @@ def test_token_endpoint_any_query_answered(appid: str, secret: str) -> None:
     d.addCallback(lambda r: codes.append(r.code))
     client.flush()
     assert codes and codes[0] in (200, 401)
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_hub_pings_every_25_s_and_closes_a_connection_that_stops_answering() -> Any:
+    """The factory's settings (25 s, as section 12 says), then the behaviour
+    on a real loopback socket with the interval shortened: a client that
+    completes the upgrade but never answers a ping is closed."""
+    import socket
+
+    from twisted.internet import defer, reactor, task
+    from twisted.internet.endpoints import TCP4ServerEndpoint
+
+    from libchat.doors.postoffice.server import PING_INTERVAL, site
+
+    f = factory()
+    assert PING_INTERVAL == 25
+    assert (f.autoPingInterval, f.autoPingTimeout) == (25, 25)
+    f.hub.clock = reactor  # real timers for the live part
+    f.setProtocolOptions(autoPingInterval=0.2, autoPingTimeout=0.2)
+    token = f.tokens.issue("acme", "s3cret")["token"]
+
+    @defer.inlineCallbacks
+    def run() -> Any:
+        port = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site(f))
+        raw = socket.create_connection(("127.0.0.1", port.getHost().port), timeout=5)
+        try:
+            raw.sendall(("GET /ws?clientID=/service/acme/mute HTTP/1.1\r\n"
+                         f"Host: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                         "Sec-WebSocket-Version: 13\r\n"
+                         f"Authorization: Bearer {token}\r\n\r\n").encode())
+            raw.setblocking(False)
+            got, deadline = b"", reactor.seconds() + 5
+            while reactor.seconds() < deadline:
+                yield task.deferLater(reactor, 0.05, lambda: None)
+                try:
+                    chunk = raw.recv(65536)
+                except BlockingIOError:
+                    continue
+                except ConnectionResetError:  # closed abortively: closed all the same
+                    chunk = b""
+                if not chunk:
+                    break  # the hub closed the silent connection
+                got += chunk
+            assert got.startswith(b"HTTP/1.1 101"), got[:80]
+            assert b"\x89" in got, "a ping frame was sent"
+            assert not chunk, "the connection was closed"
+        finally:
+            raw.close()
+            yield port.stopListening()
+    yield run()
