@@ -71,7 +71,6 @@ class PlatformDoor:
         self.upstreams = {key: PlatformUpstream(key[0], app, self)
                           for key, app in self.apps.items()}
         self.bot_open_ids: dict[str, str | None] = {}
-        self.callback_seconds: list[float] = []
 
     # -- life ----------------------------------------------------------------
 
@@ -106,7 +105,7 @@ class PlatformDoor:
         started = self.clock.seconds()
         app = self.apps.get(("wecom", name))
         if app is None:
-            return self._write(request, Answer(404, b"404\n"), "wecom", name)
+            return self._write(request, Answer(404, b"404\n"), "wecom", name, started)
         answer = wecom_callback(app, request.method.decode("ascii", "replace"), request.args,
                                 self._body(request), MAX_BODY)
         return self._write(request, answer, "wecom", name, started)
@@ -116,7 +115,7 @@ class PlatformDoor:
         started = self.clock.seconds()
         app = self.apps.get(("lark", name))
         if app is None:
-            return self._write(request, Answer(404, b"404\n"), "lark", name)
+            return self._write(request, Answer(404, b"404\n"), "lark", name, started)
         headers = {k.decode("latin-1").lower(): v[0].decode("latin-1")
                    for k, v in request.requestHeaders.getAllRawHeaders() if v}
         answer = lark_callback(app, "POST", headers, self._body(request),
@@ -127,7 +126,7 @@ class PlatformDoor:
         return request.content.read(MAX_BODY + 1) if request.content is not None else b""
 
     def _write(self, request: IRequest, answer: Answer, platform: str, name: str,
-               started: float | None = None) -> bytes:
+               started: float) -> bytes:
         sender = self.senders.get((platform, name))
         if answer.why:
             self.log.info("{platform} app {app}: callback answered {status}: {why}",
@@ -138,8 +137,7 @@ class PlatformDoor:
         request.setHeader(b"Content-Type", answer.content_type.encode("ascii"))
         if sender is not None:
             sender.stats.callbacks[str(answer.status)] += 1
-            if started is not None:
-                sender.stats.callback_seconds.observe(self.clock.seconds() - started)
+            sender.stats.callback_seconds.observe(self.clock.seconds() - started)
         return answer.body
 
     def _accept(self, platform: str, name: str, inbound: Inbound) -> None:

@@ -23,7 +23,7 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from . import outbound as ob
-from libchat.runtimes.agents.stats import Histogram
+from libchat.histogram import Histogram
 
 from .ledger import Ledger
 from .textsplit import merge_messages, split_lark, split_wecom
