@@ -187,6 +187,7 @@ class OperatorRuntime(HeldCalls):
         if ticket is None or ticket.program != program or ticket.user_id != user_id:
             return None
         instance = OperatorInstance(self, ticket, owner)
+        instance.bound = True
         self._tickets[dialog_id] = ticket
         if ticket.operator is None:
             self._arm_wait(ticket)
@@ -302,7 +303,10 @@ class OperatorRuntime(HeldCalls):
         self.book.put(ticket.state())
         self.log.info("dialog {dialog_id} assigned to operator {operator}",
                       dialog_id=ticket.dialog_id, operator=op.operator_id)
-        op.send(self._assignment(ticket))
+        if ticket.instance is not None and ticket.instance.bound:
+            op.send(self._assignment(ticket))
+        # else: assigned inside start(), before the router made the dialog;
+        # the 3101 goes out with the first message (in its transcript)
 
     def _assignment(self, ticket: Ticket) -> dict[str, Any]:
         info = self._info(ticket.dialog_id)
@@ -464,7 +468,7 @@ class OperatorInstance:
         self.instance_id = f"operators-{next(_ids)}"
         self.token = secrets.token_urlsafe(24)  # no process: the memory API never sees it
         ticket.instance = self
-        self._connected = False
+        self.bound = False  # the router has sent the first event
         self._gone = False
         self._done_d: defer.Deferred[None] = defer.Deferred()
 
@@ -476,25 +480,25 @@ class OperatorInstance:
     def send(self, event: dict[str, Any]) -> None:
         if self._gone:
             return
-        if not self._connected:
-            self._connected = True
-            self.runtime._report(lambda: self.owner.instanceConnected(self))
         ticket, kind = self.ticket, event.get("event_type")
+        op = self.runtime._operators.get(ticket.operator or "")
+        if not self.bound:  # the first message: the router has bound the dialog
+            self.bound = True
+            self.runtime._report(lambda: self.owner.instanceConnected(self))
+            if op is not None and kind == codes.USER_MESSAGE:
+                op.send(self.runtime._assignment(ticket))  # with this message
+                return
         if kind == codes.USER_MESSAGE:
             if ticket.operator is None:
                 if ticket.told is None:
                     self._tell_place(self.runtime._place(ticket))
-                return
-            op = self.runtime._operators.get(ticket.operator)
-            if op is not None:
+            elif op is not None:
                 op.send(self._recorded(event))
         elif kind == codes.CLIENT_CLOSE:
             if ticket.operator is None:
                 self.runtime.stats.abandoned += 1
-            else:
-                op = self.runtime._operators.get(ticket.operator)
-                if op is not None:
-                    op.send({"event_type": codes.CLIENT_CLOSE, "dialog_id": self.dialog_id})
+            elif op is not None:
+                op.send({"event_type": codes.CLIENT_CLOSE, "dialog_id": self.dialog_id})
             self._end(True, "the user closed the dialog")
 
     def stop(self, drain: float = 0.0) -> "defer.Deferred[None]":
