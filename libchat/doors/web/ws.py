@@ -27,7 +27,9 @@ from libchat.protocol.events import BadEvent, check_upstream, decode_body
 from libchat.jsonc import dumps
 from libchat.doors.web.auth import Authenticator, Unauthorized
 from libchat.doors.web.gateway import MAX_REPLAY, NotFound, WebGateway
-from libchat.interfaces import IOperatorDesk
+from zope.interface import implementer
+
+from libchat.interfaces import IOperatorDesk, IOperatorSink
 
 OPERATOR_EVENTS = frozenset({3102, 3103})
 
@@ -101,6 +103,7 @@ def _reason_phrase(text: str) -> str:
 log = Logger("libchat.doors.web.ws")
 
 
+@implementer(IOperatorSink)
 class ChatSocket(WebSocketServerProtocol):
     factory: ChatSocketFactory
     user_id: str = ""
