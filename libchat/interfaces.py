@@ -216,9 +216,52 @@ class IRuntime(Interface):
         """Stop every instance; a Deferred that fires when all are gone."""
 
 
+class IResumingRuntime(IRuntime):
+    """A runtime whose instances outlive the server (human operators: the
+    queue and the assignments are journaled). At start the router asks it to
+    resume each dialog that was bound when the previous run ended, instead of
+    telling the user 2002 ``program_exited``."""
+
+    def resume(program: str, dialog_id: str, user_id: str,
+               owner: IInstanceOwner) -> IInstance | None:
+        """The instance that carries on the dialog, or None (not kept: the
+        router ends the dialog's turn as usual)."""
+
+    def resumed() -> None:
+        """Every dialog has been offered: forget what was kept for others."""
+
+
 class NoRoom(Exception):
     """A runtime cannot start one more instance now (the router answers 2004
     ``BUSY``; nothing is recorded)."""
+
+
+# -- human operators ------------------------------------------------------------------
+
+
+class IOperatorSink(Interface):
+    """One open operator connection (a WebSocket)."""
+
+    def send_event(event: dict[str, Any]) -> None:
+        """Send one event (3100-3105, 1001, 1002, 2001) to the operator."""
+
+
+class IOperatorDesk(Interface):
+    """What the web door calls for operators (docs/operators.md); the
+    operators runtime implements it."""
+
+    def operator_connected(operator_id: str, sink: IOperatorSink) -> None:
+        """An operator's socket opened: it gets 3100 and a 3101 per dialog held."""
+
+    def operator_gone(operator_id: str, sink: IOperatorSink) -> None:
+        """That socket closed; 30 s without any socket loses the dialogs."""
+
+    def operator_event(operator_id: str, event: dict[str, Any]) -> dict[str, Any] | None:
+        """A 3102 or 3103 (decoded, not yet validated); a 2004 body to answer
+        on the socket, or None when accepted."""
+
+    def assigned_to(dialog_id: str) -> str | None:
+        """The operator who holds the dialog now, if any (1003 replays)."""
 
 
 # -- storage ------------------------------------------------------------------------

@@ -28,6 +28,8 @@ from libchat.doors.memory_api import MAX_BODY, MemoryAPI
 from libchat.doors.web import app as web
 from libchat.doors.web.auth import MIN_SECRET
 from libchat.options import Options, StartupError, TwistdOptions
+from libchat.runtimes.operators.book import JournalBook
+from libchat.runtimes.operators.runtime import OperatorRuntime
 from libchat.runtimes.postoffice.runtime import PostofficeRuntime
 from libchat.runtimes.agents.dify import DifyClient
 from libchat.runtimes.agents.runtime import AgentRuntime
@@ -213,12 +215,19 @@ def makeService(options: Options, reactor: Any = None) -> LibchatService:
     runtimes = {"node": pool, **agent_runtimes(reactor, store, agent_stats)}
     # remote programs (docs/postoffice-programs.md); lead: pass pohub's `hub` here
     runtimes["postoffice"] = PostofficeRuntime(reactor, hub)
+    # human operators (docs/operators.md): the queue and assignments are journaled
+    desk = OperatorRuntime(reactor, JournalBook(Path(options["data"]) / ".operators", run_io))
+    runtimes["operators"] = desk
     router = Router(
         reactor, library, RuntimeSwitch(library, runtimes), store,
         idle_timeout=options["idle-timeout"], max_programs=options["max-programs"],
         kill_grace=options["kill-grace"], background_limit=options["background-limit"],
     )
+    desk.attach(router)
     top = LibchatService(router, store, runtime)
+    desk_compaction = TimerService(60, desk.book.compact)
+    desk_compaction.clock = reactor
+    desk_compaction.setServiceParent(top)
     top.watchdog = Watchdog(reactor, run, options["kill-grace"])
     library.rescanner(reactor).setServiceParent(top)  # scans at start, then every 5 s
     pool.setServiceParent(top)
@@ -234,7 +243,8 @@ def makeService(options: Options, reactor: Any = None) -> LibchatService:
     hooks = make_platforms(options, reactor, router, run_io)
     if hooks is not None:
         hooks.setServiceParent(top)
-    make_web_service(options, reactor, router, agent_stats, hooks, hub).setServiceParent(top)
+    make_web_service(options, reactor, router, agent_stats, hooks, hub,
+                     desk).setServiceParent(top)
     if hub is not None:
         top.hub = hub
         listener(reactor, "postoffice", "postoffice", options["postoffice"],
@@ -300,7 +310,8 @@ def agent_runtimes(reactor: Any, store: Any, stats: AgentStats) -> dict[str, Age
 
 def make_web_service(options: Options, reactor: Any, router: Router,
                      agent_stats: AgentStats | None = None,
-                     hooks: "PlatformService | None" = None, hub: Any = None) -> Listener:
+                     hooks: "PlatformService | None" = None, hub: Any = None,
+                     desk: Any = None) -> Listener:
     """The ``--web`` listener (libchat.doors.web)."""
     log = Logger()
     secret = options["secret"]
@@ -318,7 +329,8 @@ def make_web_service(options: Options, reactor: Any, router: Router,
     if hooks is not None:
         from libchat.doors.platforms.figures import PlatformFigures
         extra = {"hooks": hooks.door.app.resource(), "collectors": (PlatformFigures(hooks.door),)}
-    site = web.build(router, reactor, settings, agents=agent_stats, postoffice=hub, **extra)
+    site = web.build(router, reactor, settings, agents=agent_stats, postoffice=hub, desk=desk,
+                     **extra)
     # REST bodies are bounded like frames (libchat.doors.web.rest)
     return listener(reactor, "web", "web", options["web"],
                     bounded_site(site.resource(), options["max-frame"]))

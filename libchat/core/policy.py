@@ -223,9 +223,13 @@ class Policy:
                 dialog_id=dialog.record.dialog_id, message_id=event.get("message_id")))
             return
         if etype == codes.REPLY:
+            # a runtime without a process may add fields of its own (an
+            # operator's id, a queue place); a program's extra fields are dropped
+            kept = getattr(instance, "reply_fields", ())
             self._emit(dialog, codes.REPLY, message_id=event.get("message_id"),
                        messages=event["messages"], program=instance.program,
-                       background=True if background else None)
+                       background=True if background else None,
+                       **{k: event.get(k) for k in kept})
         elif background:
             self.log.info("ignoring a {etype} from background instance {instance_id}",
                           etype=etype, instance_id=instance.instance_id)

@@ -23,6 +23,7 @@ from libchat.interfaces import (
     DialogInfo,
     IInstance,
     IRouter,
+    IResumingRuntime,
     IRouterStats,
     IRuntime,
     IStore,
@@ -101,9 +102,26 @@ class Router(Policy):
                                               and record.program is not None
                                               and record.state == OPEN):
                 dialog = self._dialogs.wrap(record)
+                if self._resume(dialog):
+                    continue
                 record.state = OPEN
                 self._emit(dialog, codes.ENDED, program=record.program,
                            reason=codes.PROGRAM_EXITED)
+        if IResumingRuntime.providedBy(self.runtime):
+            self.runtime.resumed()
+
+    def _resume(self, dialog: Any) -> bool:
+        """Bind a dialog again to what a resuming runtime kept for it (human
+        operators' queue and assignments, docs/operators.md)."""
+        if not IResumingRuntime.providedBy(self.runtime):
+            return False
+        record = dialog.record
+        instance = self.runtime.resume(record.program, record.dialog_id, record.user_id, self)
+        if instance is None:
+            return False
+        self._bind(dialog, instance, self.runtime.counts(record.program))
+        self._bindings.arm_idle(dialog)
+        return True
 
     def stop(self) -> "defer.Deferred[Any]":
         """Cancel every timer, stop every instance, write what changed."""

@@ -21,10 +21,10 @@ from twisted.internet import defer
 from zope.interface import implementer
 
 from libchat.core.library import DEFAULT_RUNTIME, ProgramLibrary
-from libchat.interfaces import IInstance, IInstanceOwner, IRuntime, NoRoom
+from libchat.interfaces import IInstance, IInstanceOwner, IResumingRuntime, IRuntime, NoRoom
 
 
-@implementer(IRuntime)
+@implementer(IResumingRuntime)
 class RuntimeSwitch:
     """Dispatches by the program's declared runtime."""
 
@@ -50,6 +50,21 @@ class RuntimeSwitch:
     def start(self, program: str, dialog_id: str, user_id: str,
               owner: IInstanceOwner) -> IInstance:
         return self.runtime_of(program).start(program, dialog_id, user_id, owner)
+
+    def resume(self, program: str, dialog_id: str, user_id: str,
+               owner: IInstanceOwner) -> IInstance | None:
+        try:
+            runtime = self.runtime_of(program)
+        except NoRoom:
+            return None
+        if not IResumingRuntime.providedBy(runtime):
+            return None
+        return runtime.resume(program, dialog_id, user_id, owner)  # type: ignore[no-any-return]
+
+    def resumed(self) -> None:
+        for runtime in self.runtimes.values():
+            if IResumingRuntime.providedBy(runtime):
+                runtime.resumed()
 
     def counts(self, program: str) -> bool:
         try:

@@ -141,7 +141,7 @@ class WebApp:
 def build(router: IRouter, clock: IReactorTime, settings: WebSettings,
           now: Callable[[], float] | None = None, agents: Any = None,
           hooks: IResource | None = None, collectors: tuple[Any, ...] = (),
-          postoffice: Any = None) -> WebApp:
+          postoffice: Any = None, desk: Any = None) -> WebApp:
     """The web front doors of ``router``; the gateway is attached to it. The
     metrics read the router as :class:`~libchat.interfaces.IRouterStats`."""
     now = now or clock.seconds
@@ -150,11 +150,17 @@ def build(router: IRouter, clock: IReactorTime, settings: WebSettings,
     auth = Authenticator(settings.secret)
     registry = ConnectionRegistry(settings.max_per_user)
     ws = ChatSocketFactory(gateway, auth, registry, clock, rate=settings.rate,
-                           max_frame=settings.max_frame, ping=settings.ping, pong=settings.pong)
+                           max_frame=settings.max_frame, ping=settings.ping, pong=settings.pong,
+                           desk=desk)
     rest = ChatAPI(gateway, auth, now, max_body=settings.max_frame, rate=settings.rate)
+    if postoffice is not None:
+        collectors += (postoffice.collector(),)
+    if desk is not None:
+        from libchat.runtimes.operators.figures import DeskFigures
+        collectors += (DeskFigures(desk),)
     metrics = Metrics(IRouterStats(router), now, connections=registry.count,
                       users=registry.users, waiting=gateway.waiting, agents=agents,
-                      collectors=collectors + ((postoffice.collector(),) if postoffice is not None else ()))
+                      collectors=collectors)
     web = WebApp(gateway, auth, registry, ws, rest, metrics, hooks)
     web.postoffice = postoffice  # the hub (health()) when --postoffice is on
     return web

@@ -1,8 +1,10 @@
 """Who is asking, for the web front doors (docs/web.md), and ``libchat-token``.
 
 With a secret, a request names its user by an HS256 JWT whose ``sub`` is the
-user id (``exp`` is honoured when present); without one the server runs in
-development mode and trusts ``X-User-Id`` (REST) or ``?user_id=`` (WebSocket).
+user id (``exp`` is honoured when present; ``"role": "operator"`` makes a
+WebSocket an operator's, docs/operators.md); without one the server runs in
+development mode and trusts ``X-User-Id`` (REST) or ``?user_id=`` (WebSocket,
+with ``?role=operator`` for an operator).
 Tokens are accepted in the query string only for WebSockets, because a browser
 cannot set headers on one; elsewhere a URL would leak them into access logs.
 """
@@ -41,11 +43,16 @@ def read_secret(secret: str | None, secret_file: str | None) -> bytes | None:
     return secret.encode("utf-8") if secret else None
 
 
+OPERATOR = "operator"
+
+
 def mint(secret: bytes, user_id: str, ttl: float | None = DEFAULT_TTL,
-         now: float | None = None) -> str:
+         now: float | None = None, role: str | None = None) -> str:
     """A token for ``user_id``; ``ttl`` None makes one that never expires."""
     issued = int(time.time() if now is None else now)
     claims: dict[str, object] = {"sub": user_id, "iat": issued}
+    if role is not None:
+        claims["role"] = role
     if ttl is not None:
         claims["exp"] = issued + int(ttl)
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
@@ -76,6 +83,10 @@ class Authenticator:
         return self.secret is None
 
     def user_from_token(self, token: str | None) -> str:
+        return _valid_user(self.claims(token)["sub"])
+
+    def claims(self, token: str | None) -> dict[str, object]:
+        """The verified claims of a token (``sub`` present, ``exp`` not past)."""
         if self.secret is None:
             raise Unauthorized("tokens are not accepted in development mode")
         if not token:
@@ -90,7 +101,7 @@ class Authenticator:
         if exp is not None and (not isinstance(exp, (int, float))
                                 or exp + self.leeway <= self.now()):
             raise Unauthorized("token expired")
-        return _valid_user(claims["sub"])
+        return claims
 
     def rest_user(self, headers: Mapping[str, str | None]) -> str:
         """``headers`` maps lower-case names to values."""
@@ -104,6 +115,11 @@ class Authenticator:
     def websocket_user(self, headers: Mapping[str, str | None],
                        params: Mapping[str, Sequence[str]]) -> str:
         """A WebSocket handshake: the header first, then the query string."""
+        return self.websocket_identity(headers, params)[0]
+
+    def websocket_identity(self, headers: Mapping[str, str | None],
+                           params: Mapping[str, Sequence[str]]) -> tuple[str, bool]:
+        """(user id, is an operator) of a WebSocket handshake."""
         def param(name: str) -> str | None:
             values = params.get(name) or []
             return values[0] if values else None
@@ -112,8 +128,9 @@ class Authenticator:
             user = param("user_id") or headers.get("x-user-id")
             if not user:
                 raise Unauthorized("development mode: name the user with ?user_id=")
-            return _valid_user(user)
-        return self.user_from_token(_bearer(headers.get("authorization")) or param("token"))
+            return _valid_user(user), param("role") == OPERATOR
+        claims = self.claims(_bearer(headers.get("authorization")) or param("token"))
+        return _valid_user(claims["sub"]), claims.get("role") == OPERATOR
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--secret", help="the --auth-secret value")
     source.add_argument("--secret-file", help="the --auth-secret-file path")
+    parser.add_argument("--role", choices=[OPERATOR],
+                        help="add the claim \"role\": \"operator\" (docs/operators.md)")
     parser.add_argument("--ttl", type=float, default=DEFAULT_TTL,
                         help="seconds until the token expires (default: one day; "
                              "0: never)")
@@ -135,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         _valid_user(args.user_id)
     except (OSError, ValueError, Unauthorized) as e:
         parser.exit(2, f"libchat-token: {e}\n")
-    sys.stdout.write(mint(secret, args.user_id, args.ttl or None) + "\n")
+    sys.stdout.write(mint(secret, args.user_id, args.ttl or None, role=args.role) + "\n")
     return 0
 
 

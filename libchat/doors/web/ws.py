@@ -1,7 +1,9 @@
 """``GET /ws``: the §2 events as JSON text frames over an autobahn WebSocket.
 
 Identity comes from the handshake (:mod:`libchat.doors.web.auth`), never from a
-frame. Each connection has its own rate limit; a message over ``--max-frame``
+frame; so does the operator role (docs/operators.md): an operator's socket is
+also handed to the :class:`~libchat.interfaces.IOperatorDesk`, and may send
+3102/3103 and replay the dialogs it holds. Each connection has its own rate limit; a message over ``--max-frame``
 is answered with 2004 ``MSG_TOO_LARGE`` and the connection is closed; ping
 every ``ping`` seconds, closed when no pong comes within ``pong`` seconds.
 :class:`ConnectionRegistry` (seed 002) maps each user to their open sockets
@@ -24,7 +26,10 @@ from libchat.protocol import codes
 from libchat.protocol.events import BadEvent, check_upstream, decode_body
 from libchat.jsonc import dumps
 from libchat.doors.web.auth import Authenticator, Unauthorized
-from libchat.doors.web.gateway import NotFound, WebGateway
+from libchat.doors.web.gateway import MAX_REPLAY, NotFound, WebGateway
+from libchat.interfaces import IOperatorDesk
+
+OPERATOR_EVENTS = frozenset({3102, 3103})
 
 DEFAULT_RATE = 20.0  # messages per second per connection (burst of the same size)
 DEFAULT_MAX_PER_USER = 16
@@ -99,6 +104,7 @@ log = Logger("libchat.doors.web.ws")
 class ChatSocket(WebSocketServerProtocol):
     factory: ChatSocketFactory
     user_id: str = ""
+    operator: bool = False  # an operator's socket (docs/operators.md)
     conn_id: int = 0
     _limiter: RateLimiter
 
@@ -107,7 +113,7 @@ class ChatSocket(WebSocketServerProtocol):
     def onConnect(self, request: ConnectionRequest) -> None:
         f = self.factory
         try:
-            self.user_id = f.auth.websocket_user(request.headers, request.params)
+            self.user_id, operator = f.auth.websocket_identity(request.headers, request.params)
         except Unauthorized as e:
             log.info("refused a WebSocket from {peer}: {why}", peer=request.peer, why=str(e))
             raise ConnectionDeny(401, _reason_phrase(f"Unauthorized: {e}")) from None
@@ -116,17 +122,22 @@ class ChatSocket(WebSocketServerProtocol):
                           user_id=self.user_id, n=f.registry.max_per_user)
             raise ConnectionDeny(429, f"Too Many Connections (at most "
                                       f"{f.registry.max_per_user} per user)")
+        self.operator = operator and f.desk is not None
         self.conn_id = next(f.ids)
         self._limiter = RateLimiter(f.rate, f.clock.seconds)
 
     def onOpen(self) -> None:
         self.factory.registry.add(self)
-        log.info("WebSocket {conn_id} of {user_id} open", conn_id=self.conn_id,
-                      user_id=self.user_id)
+        log.info("WebSocket {conn_id} of {user_id} open{role}", conn_id=self.conn_id,
+                 user_id=self.user_id, role=" (operator)" if self.operator else "")
+        if self.operator and self.factory.desk is not None:
+            self.factory.desk.operator_connected(self.user_id, self)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         if self.user_id:
             self.factory.registry.remove(self)
+            if self.operator and self.factory.desk is not None:
+                self.factory.desk.operator_gone(self.user_id, self)
             log.info("WebSocket {conn_id} of {user_id} closed ({code})",
                           conn_id=self.conn_id, user_id=self.user_id, code=code)
 
@@ -176,6 +187,13 @@ class ChatSocket(WebSocketServerProtocol):
         event = decode_body(None, payload)
         if event["event_type"] == codes.REPLAY:
             return self._replay(event)
+        if event["event_type"] in OPERATOR_EVENTS:
+            desk = self.factory.desk
+            if not self.operator or desk is None:
+                raise BadEvent(codes.BAD_REQUEST, "only operators may send 3102/3103",
+                               _str(event.get("dialog_id")))
+            answer = desk.operator_event(self.user_id, event)
+            return [answer] if answer is not None else []
         event["user_id"] = self.user_id  # the identity decides, never the frame
         answer = self.factory.gateway.receive(check_upstream(event)).error
         return [answer] if answer is not None else []
@@ -188,6 +206,9 @@ class ChatSocket(WebSocketServerProtocol):
             after = 0
         if not isinstance(after, int) or isinstance(after, bool) or after < 0:
             raise BadEvent(codes.BAD_REQUEST, "after must be an integer >= 0", dialog_id)
+        desk = self.factory.desk
+        if self.operator and desk is not None and desk.assigned_to(dialog_id) == self.user_id:
+            return self.factory.gateway.router.replay(dialog_id, after, MAX_REPLAY)
         try:
             return self.factory.gateway.replay(self.user_id, dialog_id, after)
         except NotFound:
@@ -203,8 +224,10 @@ class ChatSocketFactory(WebSocketServerFactory):
 
     def __init__(self, gateway: WebGateway, auth: Authenticator, registry: ConnectionRegistry,
                  clock: IReactorTime, *, rate: float = DEFAULT_RATE, max_frame: int,
-                 ping: float = DEFAULT_PING, pong: float = DEFAULT_PONG) -> None:
+                 ping: float = DEFAULT_PING, pong: float = DEFAULT_PONG,
+                 desk: IOperatorDesk | None = None) -> None:
         super().__init__(reactor=clock)
+        self.desk = desk
         self.gateway = gateway
         self.auth = auth
         self.registry = registry

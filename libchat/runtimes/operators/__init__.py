@@ -1,0 +1,1 @@
+"""Human operators as a runtime (CONTRACT §13, docs/operators.md)."""
