@@ -1,0 +1,282 @@
+"""The operator console (``GET /operator``) in real headless Chromium (Debian's),
+against a real ``twistd`` with the bundled programs (``programs/human`` is the
+operators program), next to the chat page in another browser context.
+
+Driven with Playwright's Python API; never ``playwright install``: the browser
+is ``/usr/bin/chromium``. Screenshots land in ``tests/artifacts/`` (ignored by git).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ..helpers import ROOT
+from .conftest import Server
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = ROOT / "tests" / "artifacts"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+TIMEOUT_MS = 15_000
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
+                                reason="Debian's chromium is not installed at /usr/bin/chromium "
+                                       "(apt-get install chromium)")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def open_page(browser: Any) -> Iterator[Callable[..., Any]]:
+    """A page in a browser context of its own (its own localStorage: one person
+    each); every page must log no errors (a CSP violation is one)."""
+    contexts: list[Any] = []
+    errors: list[str] = []
+
+    def open_one(**options: Any) -> Any:
+        context = browser.new_context(viewport={"width": 1280, "height": 800}, **options)
+        contexts.append(context)
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        return page
+
+    try:
+        yield open_one
+    finally:
+        for context in contexts:
+            context.close()
+    assert not errors, f"a page logged errors: {errors}"
+
+
+def operator_console(page: Any, server: Server, operator: str) -> Any:
+    page.goto(server.url("/operator"))
+    page.fill("#login-user", operator)
+    page.click("#login-form button[type=submit]")
+    page.wait_for_selector("#status[data-state=online]")
+    page.wait_for_function("window.opconsole.model.snapshotSeen")  # the 3100 came
+    return page
+
+
+def chat_page(page: Any, server: Server, user: str) -> Any:
+    page.goto(server.url("/"))
+    page.fill("#login-user", user)
+    page.click("#login-form button[type=submit]")
+    page.wait_for_selector("#status[data-state=online]")
+    return page
+
+
+def say(page: Any, text: str) -> None:
+    page.fill("#input", text)
+    page.keyboard.press("Enter")
+
+
+def answer(console: Any, text: str) -> None:
+    console.fill("#reply", text)
+    console.keyboard.press("Enter")
+
+
+def entries(console: Any) -> list[str]:
+    """The selected transcript's bubbles, in order."""
+    return console.locator("#transcript .entry .bubble").all_inner_texts()
+
+
+def seqs(console: Any) -> list[int]:
+    return [int(s) for s in console.locator("#transcript .entry[data-seq]").evaluate_all(
+        "nodes => nodes.map(n => n.dataset.seq)")]
+
+
+def rest(server: Server, method: str, path: str, user: str, body: Any = None) -> Any:
+    request = urllib.request.Request(
+        server.url(path), method=method, headers={"X-User-Id": user,
+                                                   "Content-Type": "application/json"},
+        data=json.dumps(body).encode() if body is not None else None)
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read() or b"null")
+
+
+def recorded(server: Server, user: str, dialog_id: str, content: str,
+             timeout: float = 15.0) -> dict[str, Any]:
+    """The entry with ``content`` once it is in the dialog's transcript on the
+    server, read over REST as its user (long polls, bounded)."""
+    deadline, after, seen = time.monotonic() + timeout, 0, []
+    while time.monotonic() < deadline:
+        got = rest(server, "GET", f"/api/chat/sessions/{dialog_id}/messages?after={after}"
+                   "&wait=2", user)["messages"]
+        seen += got
+        for entry in got:
+            if (entry.get("messages") or {}).get("content") == content:
+                return entry
+            after = max(after, entry["seq"])
+    raise AssertionError(f"{content!r} never recorded in {dialog_id}: {seen}")
+
+
+def test_operator_takes_a_users_dialog_answers_and_closes_it(
+        open_page: Callable[..., Any], dev_server: Server) -> None:
+    console = operator_console(open_page(), dev_server, "olga")
+    assert console.locator("#me-name").inner_text() == "olga"
+    assert console.locator("#dialogs li").count() == 0
+    user = chat_page(open_page(), dev_server, "ada-wants-a-human")
+
+    say(user, "人工")
+    item = console.locator("#dialogs li[data-dialog]").first
+    item.wait_for()  # 3101: the dialog is mine
+    dialog_id = user.evaluate("window.libchat.state.current")
+    assert item.get_attribute("data-dialog") == dialog_id
+    assert "ada-wants-a-human" in item.inner_text()
+    assert item.locator(".unread").inner_text() == "1"  # the user waits for an answer
+
+    item.click()
+    assert item.locator(".unread").count() == 0  # selecting clears
+    console.locator("#transcript .entry.user", has_text="人工").wait_for()
+    assert "ada-wants-a-human" in console.locator("#title").inner_text()
+    assert console.locator("#dialog-program").inner_text() == "● human"
+
+    answer(console, "你好, I am Olga. How can I help?")
+    mine = console.locator("#transcript .entry.operator").first
+    mine.wait_for()  # the server's 2001 came back, with its seq
+    assert mine.locator(".chip").inner_text() == "you"
+    reply = user.locator(".msg.reply", has_text="你好, I am Olga. How can I help?")
+    reply.wait_for()
+    assert console.locator("#reply").input_value() == ""
+
+    say(user, "my parcel is late")
+    console.locator("#transcript .entry.user", has_text="my parcel is late").wait_for()
+    assert entries(console) == ["人工", "你好, I am Olga. How can I help?", "my parcel is late"]
+    assert seqs(console) == sorted(set(seqs(console)))  # in order, each once
+    assert item.locator(".unread").count() == 0  # selected: nothing is unread
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    console.screenshot(path=str(ARTIFACTS / "operator.png"), animations="disabled")
+    console.click("#done")
+    user.locator(".notice.ended.completed").wait_for()  # 2002 completed
+    assert user.locator("#dialog-state").inner_text() == "ended"
+    assert console.locator("#dialog-state").inner_text() == "done"
+    assert console.locator(f"#dialogs li[data-dialog='{dialog_id}']").get_attribute(
+        "data-state") == "ended"
+    assert console.locator("#reply").is_disabled()
+    console.screenshot(path=str(ARTIFACTS / "operator-done.png"), animations="disabled")
+    console.click("#done")  # now "Remove": the finished dialog leaves the list
+    console.locator("#dialogs li").first.wait_for(state="detached")
+
+
+def test_unread_counts_for_a_dialog_that_is_not_selected(
+        open_page: Callable[..., Any], dev_server: Server) -> None:
+    console = operator_console(open_page(color_scheme="dark"), dev_server, "omar")
+    first = chat_page(open_page(), dev_server, "bea-first")
+    second = chat_page(open_page(), dev_server, "cy-second")
+    say(first, "I want a human")
+    console.locator("#dialogs li[data-dialog]").first.wait_for()
+    console.locator("#dialogs li[data-dialog]").first.click()
+    say(second, "客服")
+    other = console.locator("#dialogs li[data-dialog]", has_text="cy-second")
+    other.locator(".unread", has_text="1").wait_for()
+    say(second, "hello?")
+    say(second, "anyone there?")
+    other.locator(".unread", has_text="3").wait_for()
+    assert console.locator("#dialogs li.active").inner_text().startswith("bea-first")
+    assert console.title().startswith("(3) ")
+    console.screenshot(path=str(ARTIFACTS / "operator-dark.png"), animations="disabled")
+    other.click()
+    assert other.locator(".unread").count() == 0
+    console.locator("#transcript .entry.user", has_text="anyone there?").wait_for()
+    assert entries(console) == ["客服", "hello?", "anyone there?"]
+    # the user leaves: the dialog is marked closed (1002 forwarded)
+    second.click("#close-dialog")
+    console.locator("#transcript .entry.note.closed").wait_for()
+    assert other.get_attribute("data-state") == "closed"
+    assert console.locator("#dialog-state").inner_text() == "user left"
+    first.click("#close-dialog")  # leave nothing assigned for the next test
+
+
+def test_console_reconnects_and_replays_what_it_missed(
+        open_page: Callable[..., Any], dev_server: Server) -> None:
+    console = operator_console(open_page(), dev_server, "oscar")
+    user = chat_page(open_page(), dev_server, "dee-reconnects")
+    say(user, "人工")
+    item = console.locator("#dialogs li[data-dialog]").first
+    item.wait_for()
+    item.click()
+    console.locator("#transcript .entry.user", has_text="人工").wait_for()
+    dialog_id = user.evaluate("window.libchat.state.current")
+
+    # a dropped socket: reconnecting (back-off), then online again
+    console.evaluate("window.opconsole.drop()")
+    console.wait_for_selector("#status[data-state=reconnecting]")
+    console.wait_for_selector("#status[data-state=online]")
+
+    # held down while the user writes; then back, with what was missed, once
+    console.evaluate("window.opconsole.pause()")
+    console.wait_for_selector("#status[data-state=offline]")
+    say(user, "are you still there?")
+    recorded(dev_server, "dee-reconnects", dialog_id, "are you still there?")
+    say(user, "hello again")
+    recorded(dev_server, "dee-reconnects", dialog_id, "hello again")
+    assert entries(console) == ["人工"]
+    console.evaluate("window.opconsole.resume()")
+    console.wait_for_selector("#status[data-state=online]")
+    console.locator("#transcript .entry.user", has_text="hello again").wait_for()
+    # the 3101 on reconnect and the 1003 replay overlap: the model merges by seq
+    console.wait_for_function(
+        "window.opconsole.model.dialogs.size === 1 && window.opconsole.model.snapshotSeen")
+    assert entries(console) == ["人工", "are you still there?", "hello again"]
+    assert seqs(console) == sorted(set(seqs(console)))
+    sent = console.evaluate("window.opconsole.model.replay()")
+    assert sent == [{"event_type": 1003, "dialog_id": dialog_id,
+                     "after": max(seqs(console))}]
+
+    answer(console, "still here")
+    user.locator(".msg.reply", has_text="still here").wait_for()
+    console.click("#done")
+    user.locator(".notice.ended.completed").wait_for()
+
+
+def test_queue_shows_who_waits_and_empties_when_a_dialog_is_taken(
+        open_page: Callable[..., Any], dev_server: Server) -> None:
+    """programs/human has max_per_operator 5: a sixth user waits in the queue
+    (3104) until the operator is done with one of the five."""
+    console = operator_console(open_page(), dev_server, "quinn")
+    users = [f"queue-user-{i}" for i in range(6)]
+    sessions = []
+    for user in users:
+        session = rest(dev_server, "POST", "/api/chat/sessions", user, {})["session_id"]
+        rest(dev_server, "POST", f"/api/chat/sessions/{session}/messages", user,
+             {"content": "人工"})
+        sessions.append(session)
+    waiting = console.locator(f"#queue li[data-dialog='{sessions[5]}']")
+    waiting.wait_for()
+    assert users[5] in waiting.inner_text()
+    assert "human" in waiting.inner_text()
+    assert console.locator("#queue-count").inner_text() == "1"
+    console.wait_for_function("document.querySelectorAll('#dialogs li[data-dialog]').length === 5")
+    told = recorded(dev_server, users[5], sessions[5],
+                    "All operators are busy. You are number 1 in the queue.")
+    assert (told["status"], told["place"]) == ("queued", 1)
+    console.screenshot(path=str(ARTIFACTS / "operator-queue.png"), animations="disabled")
+
+    console.click(f"#dialogs li[data-dialog='{sessions[0]}']")
+    console.click("#done")
+    waiting.wait_for(state="detached")  # 3104: the queue is empty again
+    assert console.locator("#queue-empty").is_visible()
+    console.locator(f"#dialogs li[data-dialog='{sessions[5]}'] .unread").wait_for()  # 3101
+    for user, session in zip(users[1:], sessions[1:]):
+        rest(dev_server, "POST", f"/api/chat/sessions/{session}/close", user)
+    for session in sessions[1:]:
+        console.locator(f"#dialogs li[data-dialog='{session}'][data-state=closed]").wait_for()
