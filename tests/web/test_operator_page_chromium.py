@@ -17,8 +17,10 @@ from typing import Any
 
 import pytest
 
+from libchat.doors.web.auth import mint
+
 from ..helpers import ROOT
-from .conftest import Server
+from .conftest import SECRET, Server
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -280,3 +282,31 @@ def test_queue_shows_who_waits_and_empties_when_a_dialog_is_taken(
         rest(dev_server, "POST", f"/api/chat/sessions/{session}/close", user)
     for session in sessions[1:]:
         console.locator(f"#dialogs li[data-dialog='{session}'][data-state=closed]").wait_for()
+
+
+def test_console_in_jwt_mode_signs_in_with_an_operator_token(
+        open_page: Callable[..., Any], jwt_server: Server) -> None:
+    console = open_page()
+    console.goto(jwt_server.url("/operator"))
+    console.locator("#login-token").wait_for()
+    assert console.locator("#login-user").is_hidden()
+    console.fill("#login-token", mint(SECRET.encode(), "tara", role="operator"))
+    console.click("#login-form button[type=submit]")
+    console.wait_for_selector("#status[data-state=online]")
+    console.wait_for_function("window.opconsole.model.snapshotSeen")  # 3100: an operator
+    assert console.evaluate("window.opconsole.model.operatorId") == "tara"
+    assert console.locator("#me-name").inner_text() == "tara"
+    assert console.locator("#notices .op-notice").count() == 0
+
+
+def test_console_says_so_when_the_token_is_not_an_operators(
+        open_page: Callable[..., Any], jwt_server: Server) -> None:
+    console = open_page()
+    console.goto(jwt_server.url("/operator"))
+    console.fill("#login-token", mint(SECRET.encode(), "plain-user"))  # no "role"
+    console.click("#login-form button[type=submit]")
+    console.wait_for_selector("#status[data-state=online]")  # a user socket: accepted
+    notice = console.locator("#notices .op-notice.error")
+    notice.wait_for()  # no 3100 within 5 s
+    assert '"role": "operator"' in notice.inner_text()
+    assert not console.evaluate("window.opconsole.model.snapshotSeen")
