@@ -9,9 +9,11 @@ is ``/usr/bin/chromium``. Screenshots land in ``tests/artifacts/`` (ignored by g
 from __future__ import annotations
 
 import json
+import re
+import socket
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ import pytest
 from libchat.doors.web.auth import mint
 
 from ..helpers import ROOT
+from ..launcher import Libchat
 from .conftest import SECRET, Server
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -44,31 +47,45 @@ def browser() -> Iterator[Any]:
             browser.close()
 
 
-@pytest.fixture
-def open_page(browser: Any) -> Iterator[Callable[..., Any]]:
-    """A page in a browser context of its own (its own localStorage: one person
-    each); every page must log no errors (a CSP violation is one)."""
-    contexts: list[Any] = []
-    errors: list[str] = []
+class Pages:
+    """Opens pages, each in a browser context of its own (its own localStorage:
+    one person each), and collects what they log as errors (a CSP violation
+    is one) but what a test says it expects."""
 
-    def open_one(**options: Any) -> Any:
-        context = browser.new_context(viewport={"width": 1280, "height": 800}, **options)
-        contexts.append(context)
+    def __init__(self, browser: Any) -> None:
+        self.browser = browser
+        self.contexts: list[Any] = []
+        self.errors: list[str] = []
+        self.expected: list[re.Pattern[str]] = []
+
+    def __call__(self, **options: Any) -> Any:
+        context = self.browser.new_context(viewport={"width": 1280, "height": 800}, **options)
+        self.contexts.append(context)
         page = context.new_page()
         page.set_default_timeout(TIMEOUT_MS)
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: self.errors.append(str(e)))
+        page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
         return page
 
+    def expect(self, pattern: str) -> None:
+        self.expected.append(re.compile(pattern))
+
+    def unexpected(self) -> list[str]:
+        return [e for e in self.errors if not any(p.search(e) for p in self.expected)]
+
+
+@pytest.fixture
+def open_page(browser: Any) -> Iterator[Pages]:
+    pages = Pages(browser)
     try:
-        yield open_one
+        yield pages
     finally:
-        for context in contexts:
+        for context in pages.contexts:
             context.close()
-    assert not errors, f"a page logged errors: {errors}"
+    assert not pages.unexpected(), f"a page logged errors: {pages.unexpected()}"
 
 
-def operator_console(page: Any, server: Server, operator: str) -> Any:
+def operator_console(page: Any, server: Libchat, operator: str) -> Any:
     page.goto(server.url("/operator"))
     page.fill("#login-user", operator)
     page.click("#login-form button[type=submit]")
@@ -77,7 +94,7 @@ def operator_console(page: Any, server: Server, operator: str) -> Any:
     return page
 
 
-def chat_page(page: Any, server: Server, user: str) -> Any:
+def chat_page(page: Any, server: Libchat, user: str) -> Any:
     page.goto(server.url("/"))
     page.fill("#login-user", user)
     page.click("#login-form button[type=submit]")
@@ -105,7 +122,7 @@ def seqs(console: Any) -> list[int]:
         "nodes => nodes.map(n => n.dataset.seq)")]
 
 
-def rest(server: Server, method: str, path: str, user: str, body: Any = None) -> Any:
+def rest(server: Libchat, method: str, path: str, user: str, body: Any = None) -> Any:
     request = urllib.request.Request(
         server.url(path), method=method, headers={"X-User-Id": user,
                                                    "Content-Type": "application/json"},
@@ -114,7 +131,7 @@ def rest(server: Server, method: str, path: str, user: str, body: Any = None) ->
         return json.loads(response.read() or b"null")
 
 
-def recorded(server: Server, user: str, dialog_id: str, content: str,
+def recorded(server: Libchat, user: str, dialog_id: str, content: str,
              timeout: float = 15.0) -> dict[str, Any]:
     """The entry with ``content`` once it is in the dialog's transcript on the
     server, read over REST as its user (long polls, bounded)."""
@@ -131,7 +148,7 @@ def recorded(server: Server, user: str, dialog_id: str, content: str,
 
 
 def test_operator_takes_a_users_dialog_answers_and_closes_it(
-        open_page: Callable[..., Any], dev_server: Server) -> None:
+        open_page: Pages, dev_server: Server) -> None:
     console = operator_console(open_page(), dev_server, "olga")
     assert console.locator("#me-name").inner_text() == "olga"
     assert console.locator("#dialogs li").count() == 0
@@ -180,7 +197,7 @@ def test_operator_takes_a_users_dialog_answers_and_closes_it(
 
 
 def test_unread_counts_for_a_dialog_that_is_not_selected(
-        open_page: Callable[..., Any], dev_server: Server) -> None:
+        open_page: Pages, dev_server: Server) -> None:
     console = operator_console(open_page(color_scheme="dark"), dev_server, "omar")
     first = chat_page(open_page(), dev_server, "bea-first")
     second = chat_page(open_page(), dev_server, "cy-second")
@@ -206,10 +223,11 @@ def test_unread_counts_for_a_dialog_that_is_not_selected(
     assert other.get_attribute("data-state") == "closed"
     assert console.locator("#dialog-state").inner_text() == "user left"
     first.click("#close-dialog")  # leave nothing assigned for the next test
+    console.locator("#dialogs li[data-state=closed]", has_text="bea-first").wait_for()
 
 
 def test_console_reconnects_and_replays_what_it_missed(
-        open_page: Callable[..., Any], dev_server: Server) -> None:
+        open_page: Pages, dev_server: Server) -> None:
     console = operator_console(open_page(), dev_server, "oscar")
     user = chat_page(open_page(), dev_server, "dee-reconnects")
     say(user, "人工")
@@ -236,8 +254,11 @@ def test_console_reconnects_and_replays_what_it_missed(
     console.wait_for_selector("#status[data-state=online]")
     console.locator("#transcript .entry.user", has_text="hello again").wait_for()
     # the 3101 on reconnect and the 1003 replay overlap: the model merges by seq
-    console.wait_for_function(
-        "window.opconsole.model.dialogs.size === 1 && window.opconsole.model.snapshotSeen")
+    last = recorded(dev_server, "dee-reconnects", dialog_id, "hello again")["seq"]
+    console.wait_for_function(  # the replay's own 1001 frame came (nothing live while paused)
+        "([id, seq]) => window.opconsole.heard.some(h => h.event_type === 1001 "
+        "&& h.dialog_id === id && h.seq === seq)", arg=[dialog_id, last])
+    assert console.evaluate("window.opconsole.model.snapshotSeen")
     assert entries(console) == ["人工", "are you still there?", "hello again"]
     assert seqs(console) == sorted(set(seqs(console)))
     sent = console.evaluate("window.opconsole.model.replay()")
@@ -251,7 +272,7 @@ def test_console_reconnects_and_replays_what_it_missed(
 
 
 def test_queue_shows_who_waits_and_empties_when_a_dialog_is_taken(
-        open_page: Callable[..., Any], dev_server: Server) -> None:
+        open_page: Pages, dev_server: Server) -> None:
     """programs/human has max_per_operator 5: a sixth user waits in the queue
     (3104) until the operator is done with one of the five."""
     console = operator_console(open_page(), dev_server, "quinn")
@@ -285,7 +306,7 @@ def test_queue_shows_who_waits_and_empties_when_a_dialog_is_taken(
 
 
 def test_console_in_jwt_mode_signs_in_with_an_operator_token(
-        open_page: Callable[..., Any], jwt_server: Server) -> None:
+        open_page: Pages, jwt_server: Server) -> None:
     console = open_page()
     console.goto(jwt_server.url("/operator"))
     console.locator("#login-token").wait_for()
@@ -300,7 +321,7 @@ def test_console_in_jwt_mode_signs_in_with_an_operator_token(
 
 
 def test_console_says_so_when_the_token_is_not_an_operators(
-        open_page: Callable[..., Any], jwt_server: Server) -> None:
+        open_page: Pages, jwt_server: Server) -> None:
     console = open_page()
     console.goto(jwt_server.url("/operator"))
     console.fill("#login-token", mint(SECRET.encode(), "plain-user"))  # no "role"
@@ -310,3 +331,57 @@ def test_console_says_so_when_the_token_is_not_an_operators(
     notice.wait_for()  # no 3100 within 5 s
     assert '"role": "operator"' in notice.inner_text()
     assert not console.evaluate("window.opconsole.model.snapshotSeen")
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on now (the restarted server needs the
+    same one: the page reconnects to the address it was loaded from)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_console_survives_a_server_restart(open_page: Pages, tmp_path: Path) -> None:
+    """The assignment is journaled: after a restart the console reconnects by
+    itself (back-off), holds the same dialog, and replays what it missed."""
+    lc = Libchat(tmp_path / "lc", "--web", f"tcp:{free_port()}:interface=127.0.0.1", cwd=ROOT)
+    # while the server is down, Chromium logs each refused reconnection attempt
+    open_page.expect(r"^WebSocket connection to 'ws://127\.0\.0\.1:\d+/ws\?[^']*' failed: "
+                     r"Error in connection establishment: net::ERR_CONNECTION_REFUSED$")
+    try:
+        lc.start(30)
+        console = operator_console(open_page(), lc, "rita")
+        user = chat_page(open_page(), lc, "eve-restarts")
+        say(user, "人工")
+        item = console.locator("#dialogs li[data-dialog]").first
+        item.wait_for()
+        item.click()
+        answer(console, "before the restart")
+        user.locator(".msg.reply", has_text="before the restart").wait_for()
+        dialog_id = user.evaluate("window.libchat.state.current")
+
+        console.evaluate("window.opconsole.pause()")
+        console.wait_for_selector("#status[data-state=offline]")
+        say(user, "did you get this?")
+        recorded(lc, "eve-restarts", dialog_id, "did you get this?")
+        lc.stop()
+        console.evaluate("window.opconsole.resume()")
+        console.wait_for_selector("#status[data-state=reconnecting]")
+        lc.restart(30)
+        console.wait_for_selector("#status[data-state=online]", timeout=40_000)
+        console.wait_for_function("window.opconsole.model.snapshotSeen", timeout=40_000)
+        console.locator("#transcript .entry.user", has_text="did you get this?").wait_for()
+        assert entries(console) == ["人工", "before the restart", "did you get this?"]
+        assert seqs(console) == sorted(set(seqs(console)))
+        assert console.locator(f"#dialogs li[data-dialog='{dialog_id}']").get_attribute(
+            "data-state") == "open"
+        assert console.locator("#notices .op-notice").count() == 0  # nothing was lost
+
+        answer(console, "after the restart")
+        user.locator(".msg.reply", has_text="after the restart").wait_for(timeout=40_000)
+        console.click("#done")
+        user.locator(".notice.ended.completed").wait_for(timeout=40_000)
+    finally:
+        lc.close()
+    bad = lc.bad_lines()
+    assert not bad, "the server logged errors:\n" + "\n".join(bad)

@@ -15,6 +15,7 @@
   const session = { mode: 'dev', user: null, token: null };
   let model = new OpModel();
   let snapshotTimer = null;
+  const heard = []; // the last frames' (event_type, dialog_id, seq), for tests
 
   // -- identity ---------------------------------------------------------------
 
@@ -102,6 +103,8 @@
       renderComposer();
     },
     onEvent(ev) {
+      heard.push({ event_type: ev.event_type, dialog_id: ev.dialog_id, seq: ev.seq });
+      if (heard.length > 500) heard.splice(0, heard.length - 500);
       const changed = model.apply(ev);
       if (ev.event_type === 3100) clearTimeout(snapshotTimer);
       render(changed);
@@ -346,12 +349,14 @@
     else { renderAll(); showLogin(); }
   }
 
-  // for tests and the curious: pause() drops the socket and holds it down;
+  // for tests and the curious: heard lists the frames that came in (their
+  // type, dialog and seq); pause() drops the socket and holds it down;
   // resume() reconnects (1003 replay); drop() closes it as a network would,
   // so the back-off reconnects by itself
   window.opconsole = {
     get model() { return model; },
     socket,
+    heard,
     pause() { socket.pause(); renderComposer(); },
     resume() { socket.resume(); },
     drop() { if (socket.ws) socket.ws.close(); },
