@@ -207,7 +207,7 @@ def test_unread_counts_for_a_dialog_that_is_not_selected(
     say(second, "客服")
     other = console.locator("#dialogs li[data-dialog]", has_text="cy-second")
     other.locator(".unread", has_text="1").wait_for()
-    say(second, "hello?")
+    say(second, "<b>hello?</b><img src=x>")  # text, never markup
     say(second, "anyone there?")
     other.locator(".unread", has_text="3").wait_for()
     assert console.locator("#dialogs li.active").inner_text().startswith("bea-first")
@@ -216,7 +216,8 @@ def test_unread_counts_for_a_dialog_that_is_not_selected(
     other.click()
     assert other.locator(".unread").count() == 0
     console.locator("#transcript .entry.user", has_text="anyone there?").wait_for()
-    assert entries(console) == ["客服", "hello?", "anyone there?"]
+    assert entries(console) == ["客服", "<b>hello?</b><img src=x>", "anyone there?"]
+    assert console.locator("#transcript b, #transcript img, #dialogs b").count() == 0
     # the user leaves: the dialog is marked closed (1002 forwarded)
     second.click("#close-dialog")
     console.locator("#transcript .entry.note.closed").wait_for()
