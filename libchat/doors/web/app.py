@@ -87,6 +87,11 @@ class WebApp:
     def page(self, request: IRequest) -> bytes:
         return self.static_file(request, "index.html")
 
+    @app.route("/operator", methods=["GET"])
+    def operator_page(self, request: IRequest) -> bytes:
+        """The operator console (docs/operators.md); the same headers as the chat page."""
+        return self.static_file(request, "operator.html")
+
     @app.route("/static/<string:name>", methods=["GET"])
     def static_file(self, request: IRequest, name: str) -> bytes:
         if name not in self.static:
