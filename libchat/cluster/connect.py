@@ -210,9 +210,10 @@ class RedisConnections:
         all_up.addTimeout(timeout, self.reactor)
 
         def refused(f: Failure) -> None:
-            why = "no answer in %gs" % timeout if f.check(defer.TimeoutError) else \
-                (f.value.subFailure.getErrorMessage() if isinstance(f.value, defer.FirstError)
-                 else f.getErrorMessage())
+            if isinstance(f.value, defer.FirstError):
+                f = f.value.subFailure
+            why = ("no answer in %gs" % timeout if f.check(defer.TimeoutError, defer.CancelledError)
+                   else f.getErrorMessage())
             raise RedisNotSuitable(f"libchat: cannot use Redis at {self.address}: {why}")
         return all_up.addCallbacks(lambda _: None, refused)
 
