@@ -45,6 +45,7 @@ from libchat.options import StartupError
 log = Logger()
 
 DEFAULT_TIMEOUT = 2.0
+TIMEOUT_MARGIN = 0.25
 MIN_VERSION = (7, 0)
 
 
@@ -225,10 +226,14 @@ class RedisConnections:
     # -- calls ---------------------------------------------------------------------------
 
     def _timed(self, d: defer.Deferred[Any], timeout: float, what: str) -> defer.Deferred[Any]:
-        d.addTimeout(timeout, self.reactor)
+        # a little later than the connection's own replyTimeout, so that one
+        # fires first for a command already written and aborts the connection
+        # (a hung or unreachable server is then reconnected, not waited on);
+        # ours covers the wait for a connection, which replyTimeout does not
+        d.addTimeout(timeout + TIMEOUT_MARGIN, self.reactor)
 
         def unavailable(f: Failure) -> None:
-            if f.check(defer.TimeoutError, defer.CancelledError):
+            if f.check(defer.TimeoutError, defer.CancelledError, txredisapi.TimeoutError):
                 raise RedisUnavailable(f"redis: no answer to {what} in {timeout:g}s")
             if f.check(txredisapi.ConnectionError):
                 raise RedisUnavailable(f"redis: {what}: {f.getErrorMessage()}")

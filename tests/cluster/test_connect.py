@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 import txredisapi
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, task
 
 from libchat.cluster.connect import (RedisAddress, RedisConnections, RedisNotSuitable,
                                      check_server, parse_redis, read_password_file)
@@ -60,6 +60,19 @@ def test_the_password_file_gives_its_first_line_and_errors_never_show_it(tmp_pat
 
 
 # -- against a real redis-server ------------------------------------------------------------
+
+@defer.inlineCallbacks
+def until_ok(call: Any, within: float = 10.0) -> Any:
+    """``call()`` until it stops failing with RedisUnavailable (Redis coming
+    back), pausing between tries so the reactor can reconnect."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            return (yield call())
+        except RedisUnavailable:
+            assert time.monotonic() < deadline, "Redis did not come back"
+            yield task.deferLater(reactor, 0.05, lambda: None)
+
 
 def connections(server: RedisServer, endpoint: str | None = None, password: str | None = None,
                 timeout: float = 1.0) -> RedisConnections:
@@ -168,13 +181,7 @@ def test_calls_while_redis_is_down_fail_after_their_timeout_then_work_again(
             yield conns.call("PING")
         assert time.monotonic() - started < 1.5
         redis_server.restart()
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                assert (yield conns.call("PING")) == "PONG"
-                break
-            except RedisUnavailable:
-                assert time.monotonic() < deadline
+        assert (yield until_ok(lambda: conns.call("PING"))) == "PONG"
     finally:
         yield conns.disconnect()
 
@@ -204,16 +211,33 @@ def test_scripts_are_reloaded_on_noscript_after_a_redis_restart(
         assert scripts.loads == len(NAMES)  # loaded: no reload
         redis_server.kill9()
         redis_server.restart()
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                assert (yield scripts.call("lease_refresh", ["k"], ["x", 1000])) == 0
-                break
-            except RedisUnavailable:
-                assert time.monotonic() < deadline
+        assert (yield until_ok(lambda: scripts.call("lease_refresh", ["k"], ["x", 1000]))) == 0
         assert scripts.loads == len(NAMES) + 1
         assert any("was not loaded" in e.get("log_format", "") for e in logged.events)
         with pytest.raises(txredisapi.ResponseError):  # other errors pass through
             yield scripts.call("claim", [], [])
+    finally:
+        yield conns.disconnect()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_hung_redis_fails_calls_in_time_and_its_connection_is_replaced(
+        redis_server: RedisServer) -> Any:
+    import os
+    import signal
+    conns = connections(redis_server, timeout=0.3)
+    assert redis_server.proc is not None
+    pid = redis_server.proc.pid
+    try:
+        yield conns.ready()
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            with pytest.raises(RedisUnavailable):
+                yield conns.call("PING")
+            assert time.monotonic() - started < 1.0
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert (yield until_ok(lambda: conns.call("PING"))) == "PONG"
     finally:
         yield conns.disconnect()
