@@ -1,0 +1,117 @@
+"""The shared ownership, leases and transcripts, in Redis (:class:`IClusterStore`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import txredisapi
+from twisted.internet import defer
+from zope.interface import implementer
+
+from libchat.cluster.connect import RedisConnections
+from libchat.cluster.interfaces import (Entry, IClusterStore, LeaseTaken, Ownership,
+                                        StaleFence)
+from libchat.cluster.keys import Keys
+from libchat.cluster.scripts import Scripts
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _fenced(f: Any) -> None:
+    """A ``FENCED`` error reply of a script is a :class:`StaleFence`."""
+    if f.check(txredisapi.ResponseError) and str(f.value).startswith("FENCED"):
+        raise StaleFence(str(f.value)[len("FENCED "):])
+    f.raiseException()
+
+
+def _entries(reply: Any) -> list[Entry]:
+    out = []
+    for entry_id, fields in reply or []:
+        pairs = dict(zip(fields[::2], fields[1::2]))
+        out.append(Entry(int(_text(entry_id).split("-", 1)[0]), bytes(pairs[b"e"])))
+    return out
+
+
+@implementer(IClusterStore)
+class RedisClusterStore:
+    """Every write that must be atomic is one of the Lua scripts; reads are
+    plain commands. Failures: :class:`RedisUnavailable` (unknown outcome),
+    :class:`StaleFence`, :class:`LeaseTaken`."""
+
+    def __init__(self, conns: RedisConnections, scripts: Scripts | None = None,
+                 keys: Keys | None = None) -> None:
+        self.conns = conns
+        self.scripts = scripts or Scripts(conns)
+        self.keys = keys or Keys()
+
+    # -- node leases ---------------------------------------------------------------
+
+    def acquire_lease(self, node_id: str, incarnation: str, ttl_ms: int) -> defer.Deferred[None]:
+        d = self.scripts.call("lease_acquire", [self.keys.lease(node_id), self.keys.nodes],
+                              [incarnation, ttl_ms, node_id])
+
+        def taken(won: int) -> None:
+            if not won:
+                raise LeaseTaken(f"node id {node_id} is in use by another live process")
+        return d.addCallback(taken)
+
+    def refresh_lease(self, node_id: str, incarnation: str, ttl_ms: int) -> defer.Deferred[bool]:
+        d = self.scripts.call("lease_refresh", [self.keys.lease(node_id)], [incarnation, ttl_ms])
+        return d.addCallback(bool)
+
+    def drop_lease(self, node_id: str, incarnation: str) -> defer.Deferred[bool]:
+        d = self.scripts.call("lease_drop", [self.keys.lease(node_id)], [incarnation])
+        return d.addCallback(bool)
+
+    def lease_holder(self, node_id: str) -> defer.Deferred[str | None]:
+        d = self.conns.call("GET", self.keys.lease(node_id))
+        return d.addCallback(lambda v: None if v is None else _text(v))
+
+    # -- ownership ---------------------------------------------------------------------
+
+    def claim(self, dialog_id: str, node_id: str, incarnation: str) -> defer.Deferred[Ownership]:
+        d = self.scripts.call("claim", [self.keys.dialog(dialog_id)],
+                              [self.keys.prefix, dialog_id, node_id, incarnation])
+        d.addErrback(_fenced)
+        return d.addCallback(lambda r: Ownership(_text(r[0]), int(r[1])))
+
+    def owner(self, dialog_id: str) -> defer.Deferred[Ownership | None]:
+        d = self.conns.call("HMGET", self.keys.dialog(dialog_id), "node", "fence")
+
+        def parse(r: list[Any]) -> Ownership | None:
+            return None if r[0] is None else Ownership(_text(r[0]), int(r[1]))
+        return d.addCallback(parse)
+
+    def release(self, dialog_id: str, incarnation: str) -> defer.Deferred[bool]:
+        d = self.scripts.call("release", [self.keys.dialog(dialog_id)],
+                              [self.keys.prefix, dialog_id, incarnation])
+        return d.addCallback(bool)
+
+    def owned(self, node_id: str) -> defer.Deferred[set[str]]:
+        d = self.conns.call("SMEMBERS", self.keys.owned(node_id))
+        return d.addCallback(lambda r: {_text(x) for x in r})
+
+    def nodes(self) -> defer.Deferred[set[str]]:
+        d = self.conns.call("SMEMBERS", self.keys.nodes)
+        return d.addCallback(lambda r: {_text(x) for x in r})
+
+    # -- the transcript ----------------------------------------------------------------
+
+    def append(self, dialog_id: str, incarnation: str, fence: int,
+               data: bytes) -> defer.Deferred[int]:
+        d = self.scripts.call("append", [self.keys.dialog(dialog_id), self.keys.log(dialog_id)],
+                              [self.keys.prefix, incarnation, fence, data])
+        d.addErrback(_fenced)
+        return d.addCallback(int)
+
+    def read(self, dialog_id: str, after: int = 0, limit: int = 1000) -> defer.Deferred[list[Entry]]:
+        # "(N" is exclusive and "N" means N-0, the id of seq N
+        d = self.conns.call("XRANGE", self.keys.log(dialog_id), f"({after}", "+",
+                            "COUNT", limit)
+        return d.addCallback(_entries)
+
+    def last_seq(self, dialog_id: str) -> defer.Deferred[int]:
+        d = self.conns.call("HGET", self.keys.dialog(dialog_id), "seq")
+        return d.addCallback(lambda v: 0 if v is None else int(v))
