@@ -17,6 +17,14 @@ import pytest
 from ..launcher import BUNDLED, READY, ROOT, Libchat
 
 SECRET = "test-secret-of-at-least-32-bytes-0123456789"
+# Debian's Chromium, driven by Playwright (never `playwright install`); the
+# chat page's and the operator console's tests share one launch per module
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = ROOT / "tests" / "artifacts"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+TIMEOUT_MS = 15_000
+
 START_TIMEOUT = 30.0
 
 
@@ -63,6 +71,17 @@ def jwt_server(tmp_path_factory: Any) -> Iterator[Server]:
 def dev_server(tmp_path_factory: Any) -> Iterator[Server]:
     """Development mode (no secret), default limits."""
     yield from start_server(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+        try:
+            yield browser
+        finally:
+            browser.close()
 
 
 __all__ = ["BUNDLED", "SECRET", "Server", "start_server"]

@@ -23,28 +23,11 @@ from libchat.doors.web.auth import mint
 
 from ..helpers import ROOT
 from ..launcher import Libchat
-from .conftest import SECRET, Server
-
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = ROOT / "tests" / "artifacts"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-TIMEOUT_MS = 15_000
+from .conftest import ARTIFACTS, CHROMIUM, SECRET, TIMEOUT_MS, Server
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
                                 reason="Debian's chromium is not installed at /usr/bin/chromium "
                                        "(apt-get install chromium)")
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 class Pages:
@@ -105,6 +88,13 @@ def chat_page(page: Any, server: Libchat, user: str) -> Any:
 def say(page: Any, text: str) -> None:
     page.fill("#input", text)
     page.keyboard.press("Enter")
+
+
+def select_first(console: Any) -> None:
+    """Wait for the first dialog in "my dialogs" (its 3101) and open it."""
+    item = console.locator("#dialogs li[data-dialog]").first
+    item.wait_for()
+    item.click()
 
 
 def answer(console: Any, text: str) -> None:
@@ -232,9 +222,7 @@ def test_console_reconnects_and_replays_what_it_missed(
     console = operator_console(open_page(), dev_server, "oscar")
     user = chat_page(open_page(), dev_server, "dee-reconnects")
     say(user, "人工")
-    item = console.locator("#dialogs li[data-dialog]").first
-    item.wait_for()
-    item.click()
+    select_first(console)
     console.locator("#transcript .entry.user", has_text="人工").wait_for()
     dialog_id = user.evaluate("window.libchat.state.current")
 
@@ -354,9 +342,7 @@ def test_console_survives_a_server_restart(open_page: Pages, tmp_path: Path) -> 
         console = operator_console(open_page(), lc, "rita")
         user = chat_page(open_page(), lc, "eve-restarts")
         say(user, "人工")
-        item = console.locator("#dialogs li[data-dialog]").first
-        item.wait_for()
-        item.click()
+        select_first(console)
         answer(console, "before the restart")
         user.locator(".msg.reply", has_text="before the restart").wait_for()
         dialog_id = user.evaluate("window.libchat.state.current")
