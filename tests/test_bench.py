@@ -27,3 +27,9 @@ def test_bench_smoke_runs_and_writes_its_reports(tmp_path: Path) -> None:
     assert "### Targets" in (tmp_path / "RESULTS.md").read_text()
     assert (tmp_path / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "### Targets" in done.stdout
+
+
+def test_the_observer_bench_measures_something() -> None:
+    from bench.observers import per_round_trip
+    runs = per_round_trip(rounds=1, number=200)
+    assert len(runs) == 1 and 0 < runs[0] < 1000

@@ -1,9 +1,12 @@
 """``GET /metrics``: Prometheus metrics of the whole server.
 
-Counters and histograms are fed by the router's observer hooks; gauges are read
-at scrape time (:class:`~libchat.interfaces.IRouterStats`, the sockets, the
-long-polls), so they can never drift. Each server has
-its own :class:`CollectorRegistry` (no process-global state: tests run many).
+The router's observer hooks feed plain integers and
+:class:`~libchat.histogram.Histogram` s (no prometheus ``inc()`` under a lock
+on the per-message path, issue 14); :class:`_Flow` turns them into metric
+families at scrape time. Gauges are read at scrape time too
+(:class:`~libchat.interfaces.IRouterStats`, the sockets, the long-polls), so
+they can never drift. Each server has its own :class:`CollectorRegistry` (no
+process-global state: tests run many).
 """
 
 from __future__ import annotations
@@ -11,14 +14,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from collections import defaultdict
+
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric)
 
+from libchat.histogram import Histogram
 from libchat.protocol import codes
 from libchat.interfaces import IRouterStats
 
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 CHANNELS = ("frame", "web")
 
 
@@ -96,6 +101,37 @@ class _AgentFigures:
         yield from (turns, failures, retries, flying, latency, first)
 
 
+class _Flow:
+    """The counters and histograms the observers keep, as metric families."""
+
+    def __init__(self, metrics: "Metrics") -> None:
+        self.m = metrics
+
+    def collect(self) -> Iterable[Metric]:
+        m = self.m
+        events = CounterMetricFamily("libchat_events", "Events in from upstreams and out to them.",
+                                     labels=["direction", "event_type"])
+        for (direction, etype), n in sorted(m.events.items(), key=str):
+            events.add_metric([direction, str(etype)], n)
+        starts = CounterMetricFamily("libchat_instance_starts", "Program instances started.",
+                                     labels=["program"])
+        for program, n in sorted(m.starts.items()):
+            starts.add_metric([program], n)
+        stops = CounterMetricFamily("libchat_instance_stops", "Program instances gone, by reason.",
+                                    labels=["program", "reason"])
+        for (program, reason), n in sorted(m.stops.items()):
+            stops.add_metric([program, reason], n)
+        spawn = HistogramMetricFamily(
+            "libchat_spawn_seconds", "Seconds from starting an instance to its socket connection.",
+            labels=["program"])
+        for program, h in sorted(m.spawn.items()):
+            spawn.add_metric([program], h.cumulative(), h.total)
+        reply = HistogramMetricFamily(
+            "libchat_reply_seconds", "Seconds from a user message to the first reply of its dialog.",
+            buckets=m.reply.cumulative(), sum_value=m.reply.total)
+        yield from (events, starts, stops, spawn, reply)
+
+
 class Metrics:
     def __init__(self, router: IRouterStats, now: Callable[[], float], *,
                  connections: Callable[[], int], users: Callable[[], int],
@@ -104,36 +140,25 @@ class Metrics:
         self.now = now
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.events = Counter("libchat_events", "Events in from upstreams and out to them.",
-                              ["direction", "event_type"], registry=r)
-        self.starts = Counter("libchat_instance_starts", "Program instances started.",
-                              ["program"], registry=r)
-        self.stops = Counter("libchat_instance_stops", "Program instances gone, by reason.",
-                             ["program", "reason"], registry=r)
-        self.spawn = Histogram("libchat_spawn_seconds",
-                               "Seconds from starting an instance to its socket connection.",
-                               ["program"], buckets=LATENCY_BUCKETS, registry=r)
-        self.reply = Histogram("libchat_reply_seconds",
-                               "Seconds from a user message to the first reply of its dialog.",
-                               buckets=LATENCY_BUCKETS, registry=r)
+        # plain figures, read by _Flow at scrape time
+        self.events: defaultdict[tuple[str, Any], int] = defaultdict(int)
+        self.starts: defaultdict[str, int] = defaultdict(int)
+        self.stops: defaultdict[tuple[str, str], int] = defaultdict(int)
+        self.spawn: defaultdict[str, Histogram] = defaultdict(Histogram)
+        self.reply = Histogram()
+        r.register(_Flow(self))
         r.register(_LiveGauges(router, connections, users, waiting))
         if agents is not None:
             r.register(_AgentFigures(agents))
         for collector in collectors:  # other doors' figures (platforms, post office), read at scrape time
             r.register(collector)
         self._asked: dict[str, float] = {}  # dialog_id -> when its 1001 came in
-        # labels() costs ~7 us a call: on the per-message path, keep the children
-        self._event_counters: dict[tuple[str, Any], Any] = {}
         router.observers.append(self.observe_event)
         router.instance_observers.append(self.observe_instance)
 
     def observe_event(self, direction: str, event: dict[str, Any]) -> None:
         etype = event.get("event_type")
-        counter = self._event_counters.get((direction, etype))
-        if counter is None:
-            counter = self._event_counters[(direction, etype)] = self.events.labels(
-                direction, str(etype))
-        counter.inc()
+        self.events[direction, etype] += 1
         dialog_id = event.get("dialog_id")
         if not isinstance(dialog_id, str):
             return
@@ -146,11 +171,11 @@ class Metrics:
 
     def observe_instance(self, what: str, program: str, detail: Any) -> None:
         if what == "start":
-            self.starts.labels(program).inc()
+            self.starts[program] += 1
         elif what == "connected":
-            self.spawn.labels(program).observe(float(detail))
+            self.spawn[program].observe(float(detail))
         elif what == "stop":
-            self.stops.labels(program, str(detail)).inc()
+            self.stops[program, str(detail)] += 1
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
