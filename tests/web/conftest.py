@@ -8,6 +8,8 @@ finalizer.
 
 from __future__ import annotations
 
+import json
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -82,6 +84,17 @@ def browser() -> Iterator[Any]:
             yield browser
         finally:
             browser.close()
+
+
+def rest(server: Libchat, method: str, path: str, user: str, body: Any = None) -> Any:
+    """One REST call in development mode (``X-User-Id``); the decoded JSON
+    answer (None for an empty body)."""
+    request = urllib.request.Request(
+        server.url(path), method=method, headers={"X-User-Id": user,
+                                                   "Content-Type": "application/json"},
+        data=json.dumps(body).encode() if body is not None else None)
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read() or b"null")
 
 
 __all__ = ["BUNDLED", "SECRET", "Server", "start_server"]

@@ -8,11 +8,9 @@ is ``/usr/bin/chromium``. Screenshots land in ``tests/artifacts/`` (ignored by g
 
 from __future__ import annotations
 
-import json
 import re
 import socket
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,7 @@ from libchat.doors.web.auth import mint
 
 from ..helpers import ROOT
 from ..launcher import Libchat
-from .conftest import ARTIFACTS, CHROMIUM, SECRET, TIMEOUT_MS, Server
+from .conftest import ARTIFACTS, CHROMIUM, SECRET, TIMEOUT_MS, Server, rest
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
                                 reason="Debian's chromium is not installed at /usr/bin/chromium "
@@ -110,15 +108,6 @@ def entries(console: Any) -> list[str]:
 def seqs(console: Any) -> list[int]:
     return [int(s) for s in console.locator("#transcript .entry[data-seq]").evaluate_all(
         "nodes => nodes.map(n => n.dataset.seq)")]
-
-
-def rest(server: Libchat, method: str, path: str, user: str, body: Any = None) -> Any:
-    request = urllib.request.Request(
-        server.url(path), method=method, headers={"X-User-Id": user,
-                                                   "Content-Type": "application/json"},
-        data=json.dumps(body).encode() if body is not None else None)
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read() or b"null")
 
 
 def recorded(server: Libchat, user: str, dialog_id: str, content: str,

@@ -6,8 +6,6 @@ is ``/usr/bin/chromium``. Screenshots land in ``tests/artifacts/``.
 
 from __future__ import annotations
 
-import json
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,7 +13,7 @@ import pytest
 
 from libchat.doors.web.auth import mint
 
-from .conftest import ARTIFACTS, CHROMIUM, SECRET, TIMEOUT_MS, Server
+from .conftest import ARTIFACTS, CHROMIUM, SECRET, TIMEOUT_MS, Server, rest
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
                                 reason="Debian's chromium is not installed at /usr/bin/chromium "
@@ -47,15 +45,6 @@ def sign_in(page: Any, server: Server, user: str) -> None:
 def say(page: Any, text: str) -> None:
     page.fill("#input", text)
     page.keyboard.press("Enter")
-
-
-def rest(server: Server, method: str, path: str, user: str, body: Any = None) -> Any:
-    request = urllib.request.Request(
-        server.url(path), method=method, headers={"X-User-Id": user,
-                                                   "Content-Type": "application/json"},
-        data=json.dumps(body).encode() if body is not None else None)
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
 
 
 def test_chat_with_hello_in_the_page_until_the_dialog_ends(page: Any, dev_server: Server) -> None:

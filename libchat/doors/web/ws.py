@@ -3,8 +3,8 @@
 Identity comes from the handshake (:mod:`libchat.doors.web.auth`), never from a
 frame; so does the operator role (docs/operators.md): an operator's socket is
 also handed to the :class:`~libchat.interfaces.IOperatorDesk`, and may send
-3102/3103 and replay the dialogs it holds. Each connection has its own rate limit; a message over ``--max-frame``
-is answered with 2004 ``MSG_TOO_LARGE`` and the connection is closed; ping
+3102/3103 and replay the dialogs it holds. Each connection has its own rate
+limit; a message over ``--max-frame`` is answered with 2004 ``MSG_TOO_LARGE`` and the connection is closed; ping
 every ``ping`` seconds, closed when no pong comes within ``pong`` seconds.
 :class:`ConnectionRegistry` (seed 002) maps each user to their open sockets
 and pushes a dialog's events to all of them.
@@ -21,14 +21,13 @@ from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerPr
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from libchat.protocol import codes
 from libchat.protocol.events import BadEvent, check_upstream, decode_body
 from libchat.jsonc import dumps
 from libchat.doors.web.auth import Authenticator, Unauthorized
 from libchat.doors.web.gateway import MAX_REPLAY, NotFound, WebGateway
-from zope.interface import implementer
-
 from libchat.interfaces import IOperatorDesk, IOperatorSink
 
 OPERATOR_EVENTS = frozenset({3102, 3103})
