@@ -231,6 +231,12 @@ class IResumingRuntime(IRuntime):
         """Every dialog has been offered: forget what was kept for others."""
 
 
+class Unavailable(Exception):
+    """Shared storage (Redis, with ``--redis``) did not confirm a write or a
+    read in time: the memory API answers 503 and front doors 2004
+    ``INTERNAL_ERROR``, never a false success (CONTRACT §14)."""
+
+
 class NoRoom(Exception):
     """A runtime cannot start one more instance now (the router answers 2004
     ``BUSY``; nothing is recorded)."""

@@ -59,6 +59,7 @@ class RedisBus:
         self.last_id: str | None = None
         self.reads = 0  # XREAD calls made (a gauge of the reader loop's health)
         self._callback: Callable[[str], object] | None = None
+        self._on_message: Callable[[bytes], object] = lambda m: None
         self._inbox = ""
         self._inflight: defer.Deferred[Any] | None = None
         self._retry: IDelayedCall | None = None
@@ -73,11 +74,18 @@ class RedisBus:
                             "*", "d", dialog_id)
         return d.addCallback(lambda _: None)
 
+    def send(self, node_id: str, payload: bytes) -> defer.Deferred[None]:
+        d = self.conns.call("XADD", self.keys.inbox(node_id), "MAXLEN", "~", INBOX_MAXLEN,
+                            "*", "m", payload)
+        return d.addCallback(lambda _: None)
+
     @defer.inlineCallbacks
-    def listen(self, node_id: str, callback: Callable[[str], object]) -> Any:
+    def listen(self, node_id: str, callback: Callable[[str], object],
+               on_message: Callable[[bytes], object] | None = None) -> Any:
         assert self._callback is None, "already listening"
         self._inbox = self.keys.inbox(node_id)
         self._callback = guarded("a doorbell handler", callback)
+        self._on_message = guarded("an inbox message handler", on_message or (lambda m: None))
         newest = yield self.conns.call("XREVRANGE", self._inbox, "+", "-", "COUNT", 1)
         self.last_id = _text(newest[0][0]) if newest else "0-0"
         self._read()
@@ -104,6 +112,8 @@ class RedisBus:
                 pairs = dict(zip(fields[::2], fields[1::2]))
                 if b"d" in pairs and self._callback is not None:
                     self._callback(_text(pairs[b"d"]))
+                elif b"m" in pairs:
+                    self._on_message(bytes(pairs[b"m"]))
         self._read()
 
     def _failed(self, f: Failure) -> None:

@@ -19,7 +19,10 @@ from twisted.internet.defer import Deferred
 from zope.interface import Interface
 
 
-class RedisUnavailable(Exception):
+from libchat.interfaces import Unavailable
+
+
+class RedisUnavailable(Unavailable):
     """Redis did not answer in time (or the connection is down). Whether the
     command took effect is unknown."""
 
@@ -79,10 +82,31 @@ class IClusterStore(Interface):
     def owner(dialog_id: str) -> Deferred[Ownership | None]:
         """Deferred[Ownership | None]: the recorded owner (live or not)."""
 
-    def append(dialog_id: str, incarnation: str, fence: int, data: bytes) -> Deferred[int]:
+    def append(dialog_id: str, incarnation: str, fence: int, data: bytes,
+               record: bytes = b"") -> Deferred[int]:
         """Deferred[int]: record one transcript entry and return its seq (one
-        more than the last, cluster-wide); fails with :class:`StaleFence` if the
-        caller is not the owner under ``fence`` or its lease is gone."""
+        more than the last, cluster-wide), and with ``record`` keep the dialog
+        record in the same step; fails with :class:`StaleFence` if the caller
+        is not the owner under ``fence`` or its lease is gone."""
+
+    def put_record(dialog_id: str, incarnation: str, fence: int, record: bytes) -> Deferred[None]:
+        """Deferred[None]: keep the dialog record (without its transcript);
+        owner only, like :meth:`append`."""
+
+    def get_record(dialog_id: str) -> Deferred[tuple[bytes | None, int]]:
+        """Deferred[(record bytes or None, last seq)]."""
+
+    def memory_get(user_id: str, slot: str) -> Deferred[bytes | None]:
+        """Deferred[bytes | None]: the tool memory value kept for (user, slot)."""
+
+    def memory_set(user_id: str, slot: str, value: bytes) -> Deferred[None]:
+        """Deferred[None], fired once Redis acknowledged (fsynced) the save."""
+
+    def keep(channel: str, data: bytes) -> Deferred[None]:
+        """Deferred[None]: keep a reply for a channel no node can deliver to now."""
+
+    def take_kept(channel: str, count: int) -> Deferred[list[bytes]]:
+        """Deferred[list[bytes]]: take (remove) up to ``count`` kept replies, oldest first."""
 
     def read(dialog_id: str, after: int = 0, limit: int = 1000) -> Deferred[list[Entry]]:
         """Deferred[list[Entry]]: entries with ``seq > after``, oldest first."""
@@ -111,11 +135,17 @@ class IBus(Interface):
     def ring(node_id: str, dialog_id: str) -> Deferred[None]:
         """Deferred[None]: append a doorbell to the node's inbox stream."""
 
-    def listen(node_id: str, callback: Callable[[str], object]) -> Deferred[None]:
+    def send(node_id: str, payload: bytes) -> Deferred[None]:
+        """Deferred[None]: append a message to the node's inbox stream (after
+        every earlier ``send``/``ring`` of this node, in order)."""
+
+    def listen(node_id: str, callback: Callable[[str], object],
+               on_message: Callable[[bytes], object] | None = None) -> Deferred[None]:
         """Deferred[None], fired once reading is positioned (every doorbell rung
         after it fires reaches ``callback(dialog_id)``): read the node's inbox
         stream with ``XREAD BLOCK`` on the blocking connection, resuming where
-        it was after a reconnect. ``callback`` errors are logged, not fatal."""
+        it was after a reconnect; messages of :meth:`send` reach
+        ``on_message(payload)``. Callback errors are logged, not fatal."""
 
     def on_reconcile(callback: Callable[[], object], every: float) -> None:
         """Call ``callback()`` every ``every`` seconds while listening (the

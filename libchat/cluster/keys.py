@@ -30,7 +30,8 @@ class Keys:
         return f"{self.prefix}owned:{node_id}"
 
     def dialog(self, dialog_id: str) -> str:
-        """Hash: node, inc (the owner's incarnation), fence, seq."""
+        """Hash: node, inc (the owner's incarnation), fence, seq, rec (the
+        dialog record without its transcript, JSON)."""
         return f"{self.prefix}dlg:{dialog_id}"
 
     def log(self, dialog_id: str) -> str:
@@ -38,8 +39,18 @@ class Keys:
         return f"{self.prefix}log:{dialog_id}"
 
     def inbox(self, node_id: str) -> str:
-        """Stream: the node's doorbells; field ``d`` the dialog id."""
+        """Stream: the node's inbox: field ``d`` a doorbell's dialog id, or
+        field ``m`` a message from another node (a forwarded event, a reply,
+        a receipt)."""
         return f"{self.prefix}inbox:{node_id}"
+
+    def memory(self, user_id: str) -> str:
+        """Hash: the user's tool memory; field ``<program>/<key>``, value JSON."""
+        return f"{self.prefix}mem:{user_id}"
+
+    def kept(self, channel: str) -> str:
+        """List: replies kept for a channel with no live upstream on any node."""
+        return f"{self.prefix}kept:{channel}"
 
     def channel(self, name: str) -> str:
         """Pub/sub channel (web fan-out)."""

@@ -100,11 +100,41 @@ class RedisClusterStore:
     # -- the transcript ----------------------------------------------------------------
 
     def append(self, dialog_id: str, incarnation: str, fence: int,
-               data: bytes) -> defer.Deferred[int]:
+               data: bytes, record: bytes = b"") -> defer.Deferred[int]:
         d = self.scripts.call("append", [self.keys.dialog(dialog_id), self.keys.log(dialog_id)],
-                              [self.keys.prefix, incarnation, fence, data])
+                              [self.keys.prefix, incarnation, fence, data, record])
         d.addErrback(_fenced)
         return d.addCallback(int)
+
+    def put_record(self, dialog_id: str, incarnation: str, fence: int,
+                   record: bytes) -> defer.Deferred[None]:
+        d = self.scripts.call("put_record", [self.keys.dialog(dialog_id)],
+                              [self.keys.prefix, incarnation, fence, record])
+        d.addErrback(_fenced)
+        return d.addCallback(lambda _: None)
+
+    def get_record(self, dialog_id: str) -> defer.Deferred[tuple[bytes | None, int]]:
+        d = self.conns.call("HMGET", self.keys.dialog(dialog_id), "rec", "seq")
+        return d.addCallback(lambda r: (None if r[0] is None else bytes(r[0]),
+                                        0 if r[1] is None else int(r[1])))
+
+    # -- tool memory and kept replies ---------------------------------------------------
+
+    def memory_get(self, user_id: str, slot: str) -> defer.Deferred[bytes | None]:
+        d = self.conns.call("HGET", self.keys.memory(user_id), slot)
+        return d.addCallback(lambda v: None if v is None else bytes(v))
+
+    def memory_set(self, user_id: str, slot: str, value: bytes) -> defer.Deferred[None]:
+        d = self.conns.call("HSET", self.keys.memory(user_id), slot, value)
+        return d.addCallback(lambda _: None)
+
+    def keep(self, channel: str, data: bytes) -> defer.Deferred[None]:
+        return self.conns.call("RPUSH", self.keys.kept(channel), data).addCallback(
+            lambda _: None)
+
+    def take_kept(self, channel: str, count: int) -> defer.Deferred[list[bytes]]:
+        d = self.conns.call("LPOP", self.keys.kept(channel), count)
+        return d.addCallback(lambda r: [bytes(x) for x in r or []])
 
     def read(self, dialog_id: str, after: int = 0, limit: int = 1000) -> defer.Deferred[list[Entry]]:
         # "(N" is exclusive and "N" means N-0, the id of seq N

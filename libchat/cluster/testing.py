@@ -29,6 +29,7 @@ class _Dialog:
     inc: str | None = None
     fence: int = 0
     seq: int = 0
+    rec: bytes | None = None
 
 
 class FakeRedis:
@@ -41,9 +42,12 @@ class FakeRedis:
         self.node_ids: set[str] = set()
         self.owned: dict[str, set[str]] = {}
         self.dialogs: dict[str, _Dialog] = {}
+        self.memory: dict[tuple[str, str], bytes] = {}
+        self.kept: dict[str, list[bytes]] = {}
         self.logs: dict[str, list[bytes]] = {}
-        self.inboxes: dict[str, list[str]] = {}
-        self.listeners: dict[str, list[Callable[[str], object]]] = {}
+        self.inboxes: dict[str, list[str | bytes]] = {}
+        self.listeners: dict[str, list[tuple[Callable[[str], object],
+                                             Callable[[bytes], object] | None]]] = {}
         self.channels: dict[str, list[Callable[[bytes], object]]] = {}
 
     def holder(self, node_id: str) -> str | None:
@@ -121,21 +125,55 @@ class FakeClusterStore:
             return None if d is None or d.node is None else Ownership(d.node, d.fence)
         return self.world.run(op)
 
-    def append(self, dialog_id: str, incarnation: str, fence: int,
-               data: bytes) -> defer.Deferred[int]:
-        w = self.world
+    def _owned_by(self, dialog_id: str, incarnation: str, fence: int) -> _Dialog:
+        d = self.world.dialogs.get(dialog_id)
+        if d is None or d.inc != incarnation or d.fence != fence:
+            raise StaleFence(f"not the owner under fence {fence}")
+        assert d.node is not None
+        if self.world.holder(d.node) != incarnation:
+            raise StaleFence(f"the lease of {d.node} is gone")
+        return d
 
+    def append(self, dialog_id: str, incarnation: str, fence: int,
+               data: bytes, record: bytes = b"") -> defer.Deferred[int]:
         def op() -> int:
-            d = w.dialogs.get(dialog_id)
-            if d is None or d.inc != incarnation or d.fence != fence:
-                raise StaleFence(f"not the owner under fence {fence}")
-            assert d.node is not None
-            if w.holder(d.node) != incarnation:
-                raise StaleFence(f"the lease of {d.node} is gone")
+            d = self._owned_by(dialog_id, incarnation, fence)
             d.seq += 1
-            w.logs.setdefault(dialog_id, []).append(bytes(data))
+            self.world.logs.setdefault(dialog_id, []).append(bytes(data))
+            if record:
+                d.rec = bytes(record)
             return d.seq
-        return w.run(op)
+        return self.world.run(op)
+
+    def put_record(self, dialog_id: str, incarnation: str, fence: int,
+                   record: bytes) -> defer.Deferred[None]:
+        def op() -> None:
+            self._owned_by(dialog_id, incarnation, fence).rec = bytes(record)
+        return self.world.run(op)
+
+    def get_record(self, dialog_id: str) -> defer.Deferred[tuple[bytes | None, int]]:
+        def op() -> tuple[bytes | None, int]:
+            d = self.world.dialogs.get(dialog_id)
+            return (None, 0) if d is None else (d.rec, d.seq)
+        return self.world.run(op)
+
+    def memory_get(self, user_id: str, slot: str) -> defer.Deferred[bytes | None]:
+        return self.world.run(lambda: self.world.memory.get((user_id, slot)))
+
+    def memory_set(self, user_id: str, slot: str, value: bytes) -> defer.Deferred[None]:
+        def op() -> None:
+            self.world.memory[(user_id, slot)] = bytes(value)
+        return self.world.run(op)
+
+    def keep(self, channel: str, data: bytes) -> defer.Deferred[None]:
+        return self.world.run(lambda: self.world.kept.setdefault(channel, []).append(bytes(data)))
+
+    def take_kept(self, channel: str, count: int) -> defer.Deferred[list[bytes]]:
+        def op() -> list[bytes]:
+            kept = self.world.kept.get(channel, [])
+            taken, kept[:count] = kept[:count], []
+            return taken
+        return self.world.run(op)
 
     def read(self, dialog_id: str, after: int = 0, limit: int = 1000) -> defer.Deferred[list[Entry]]:
         def op() -> list[Entry]:
@@ -183,21 +221,31 @@ class FakeBus:
 
     def __init__(self, world: FakeRedis) -> None:
         self.world = world
-        self._listening: tuple[str, Callable[[str], object]] | None = None
+        self._listening: tuple[str, Callable[[str], object],
+                               Callable[[bytes], object] | None] | None = None
         self._loops: list[task.LoopingCall] = []
         self._subscribed: dict[str, Callable[[bytes], object]] = {}
 
     def ring(self, node_id: str, dialog_id: str) -> defer.Deferred[None]:
         def op() -> None:
             self.world.inboxes.setdefault(node_id, []).append(dialog_id)
-            for listener in list(self.world.listeners.get(node_id, [])):
+            for listener, _ in list(self.world.listeners.get(node_id, [])):
                 _safely(listener, dialog_id)
         return self.world.run(op)
 
-    def listen(self, node_id: str, callback: Callable[[str], object]) -> defer.Deferred[None]:
+    def send(self, node_id: str, payload: bytes) -> defer.Deferred[None]:
+        def op() -> None:
+            self.world.inboxes.setdefault(node_id, []).append(bytes(payload))
+            for _, on_message in list(self.world.listeners.get(node_id, [])):
+                if on_message is not None:
+                    _safely(on_message, bytes(payload))
+        return self.world.run(op)
+
+    def listen(self, node_id: str, callback: Callable[[str], object],
+               on_message: Callable[[bytes], object] | None = None) -> defer.Deferred[None]:
         assert self._listening is None, "already listening"
-        self._listening = (node_id, callback)
-        self.world.listeners.setdefault(node_id, []).append(callback)
+        self._listening = (node_id, callback, on_message)
+        self.world.listeners.setdefault(node_id, []).append((callback, on_message))
         return defer.succeed(None)
 
     def on_reconcile(self, callback: Callable[[], object], every: float) -> None:
@@ -235,8 +283,8 @@ class FakeBus:
                 loop.stop()
         self._loops = []
         if self._listening is not None:
-            node_id, callback = self._listening
-            self.world.listeners[node_id].remove(callback)
+            node_id, callback, on_message = self._listening
+            self.world.listeners[node_id].remove((callback, on_message))
             self._listening = None
         for channel in list(self._subscribed):
             self.unsubscribe_now(channel)

@@ -189,6 +189,59 @@ class ClusterContract:
     # -- the bus -----------------------------------------------------------------------
 
     @pytest_twisted.inlineCallbacks
+    def test_the_record_rides_with_an_append_and_only_the_owner_may_put_it(
+            self, backend: Backend) -> Any:
+        a = yield backend.node(ttl_ms=10000)
+        b = yield backend.node(ttl_ms=10000)
+        assert (yield a.store.get_record("r")) == (None, 0)
+        own = yield a.store.claim("r", a.node_id, a.inc)
+        yield a.store.append("r", a.inc, own.fence, b"e1", b'{"state":"open"}')
+        yield a.store.append("r", a.inc, own.fence, b"e2")  # no record: the old one stays
+        assert (yield b.store.get_record("r")) == (b'{"state":"open"}', 2)
+        yield a.store.put_record("r", a.inc, own.fence, b'{"state":"closed"}')
+        assert (yield b.store.get_record("r")) == (b'{"state":"closed"}', 2)
+        with pytest.raises(StaleFence):
+            yield b.store.put_record("r", b.inc, own.fence, b"forged")
+        with pytest.raises(StaleFence):
+            yield b.store.append("r", b.inc, own.fence, b"e3", b"forged")
+        assert (yield a.store.get_record("r")) == (b'{"state":"closed"}', 2)
+
+    @pytest_twisted.inlineCallbacks
+    def test_memory_is_per_user_and_kept_replies_are_taken_oldest_first_once(
+            self, backend: Backend) -> Any:
+        a = yield backend.node()
+        b = yield backend.node()
+        yield a.store.memory_set("u1", "prog/k", b'"v1"')
+        assert (yield b.store.memory_get("u1", "prog/k")) == b'"v1"'
+        assert (yield b.store.memory_get("u2", "prog/k")) is None
+        for i in range(5):
+            yield a.store.keep("frame", b"r%d" % i)
+        assert (yield b.store.take_kept("frame", 2)) == [b"r0", b"r1"]
+        assert (yield a.store.take_kept("frame", 10)) == [b"r2", b"r3", b"r4"]
+        assert (yield a.store.take_kept("frame", 10)) == []
+        assert (yield a.store.take_kept("web", 10)) == []
+
+    @pytest_twisted.inlineCallbacks
+    def test_messages_and_doorbells_share_the_inbox_in_order(self, backend: Backend) -> Any:
+        a = yield backend.node("a")
+        b = yield backend.node("b")
+        got: list[Any] = []
+        done = arrival()
+
+        def message(payload: bytes) -> None:
+            got.append(payload)
+            if payload == b"m2":
+                fire(done, None)
+        yield b.bus.listen("b", got.append, message)
+        yield a.bus.send("b", b"m1")
+        yield a.bus.ring("b", "d1")
+        yield a.bus.send("b", b"m2")
+        yield done
+        assert got == [b"m1", "d1", b"m2"]
+        yield a.bus.stop()
+        yield b.bus.stop()
+
+    @pytest_twisted.inlineCallbacks
     def test_a_doorbell_wakes_the_blocked_reader_of_that_node_only(
             self, backend: Backend) -> Any:
         a = yield backend.node("a")

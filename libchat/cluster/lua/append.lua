@@ -1,6 +1,7 @@
 -- append: one transcript entry, written only by the owner under its fence.
 -- KEYS[1] the dialog hash, KEYS[2] the dialog's stream
--- ARGV[1] key prefix, ARGV[2] my incarnation, ARGV[3] my fence, ARGV[4] the entry
+-- ARGV[1] key prefix, ARGV[2] my incarnation, ARGV[3] my fence, ARGV[4] the entry,
+-- ARGV[5] (optional) the dialog record without its transcript, kept in field rec
 -- Returns the new seq; the stream entry's id is "<seq>-0", so stream ids are seqs.
 local cur = redis.call('HMGET', KEYS[1], 'node', 'inc', 'fence')
 if cur[2] ~= ARGV[2] or tonumber(cur[3]) ~= tonumber(ARGV[3]) then
@@ -11,4 +12,7 @@ if redis.call('GET', ARGV[1] .. 'node:' .. cur[1]) ~= ARGV[2] then
 end
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 redis.call('XADD', KEYS[2], seq .. '-0', 'e', ARGV[4])
+if ARGV[5] and ARGV[5] ~= '' then
+  redis.call('HSET', KEYS[1], 'rec', ARGV[5])
+end
 return seq
