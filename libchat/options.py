@@ -10,6 +10,7 @@ The config file's top level is derived from the options here
 from __future__ import annotations
 
 import os
+import re
 import sys
 from types import TracebackType
 from typing import Any, Callable
@@ -111,6 +112,11 @@ class Options(usage.Options):
          _positive(float, "ws-ping", 1)],
         ["ws-pong", None, 10.0, "Seconds a WebSocket has to answer a ping.",
          _positive(float, "ws-pong", 1)],
+        # several nodes over one Redis (CONTRACT section 14; docs/scaleout.md)
+        ["redis", None, None, "Redis endpoint shared by the nodes of a cluster "
+         "(tcp:host=H:port=P or unix:path=...; off by default: one node, JSON files)."],
+        ["redis-password-file", None, None, "File whose first line is the Redis password."],
+        ["node-id", None, None, "This node's name in the cluster (default host-pid-random)."],
     ]
 
     def __init__(self) -> None:
@@ -153,6 +159,29 @@ class Options(usage.Options):
             self["secret"] = secret or read_secret(self["auth-secret"], self["auth-secret-file"])
         except (OSError, ValueError) as e:
             raise usage.UsageError(str(e)) from None
+        self._cluster()
+
+    def _cluster(self) -> None:
+        """--redis, --redis-password-file, --node-id (docs/scaleout.md)."""
+        self["redis-password"] = None
+        if self["redis"] is None:
+            for name in ("redis-password-file", "node-id"):
+                if self[name] is not None:
+                    raise usage.UsageError(f"--{name} needs --redis")
+            return
+        from libchat.cluster.connect import parse_redis, read_password_file
+        try:
+            parse_redis(self["redis"])
+        except ValueError as e:
+            raise usage.UsageError(f"--redis: {e}") from None
+        if self["redis-password-file"] is not None:
+            try:
+                self["redis-password"] = read_password_file(self["redis-password-file"])
+            except StartupError as e:
+                raise usage.UsageError(str(e).removeprefix("libchat: ")) from None
+        node_id = self["node-id"]
+        if node_id is not None and not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", node_id):
+            raise usage.UsageError("--node-id must match [A-Za-z0-9._-]{1,64}")
 
     def _apply(self, found: config.Config) -> bytes | None:
         """Take the file's values for what the command line left unset; the

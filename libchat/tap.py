@@ -102,7 +102,7 @@ class FlushService(TimerService):
 
     log = Logger()
 
-    def __init__(self, store: JsonFileStore, interval: float, clock: Any) -> None:
+    def __init__(self, store: Any, interval: float, clock: Any) -> None:
         super().__init__(interval, self._flush)
         self.store = store
         self.clock = clock
@@ -125,8 +125,9 @@ class LibchatService(service.MultiService):
 
     log = Logger()
 
-    def __init__(self, router: Router, store: JsonFileStore, runtime: NodeRuntime) -> None:
+    def __init__(self, router: Any, store: Any, runtime: NodeRuntime) -> None:
         super().__init__()
+        self.node: Any = None  # the ClusterNode with --redis (libchat.cluster.node)
         self.router = router
         self.store = store
         self.runtime = runtime
@@ -143,6 +144,15 @@ class LibchatService(service.MultiService):
         self.router.start()
         super().startService()
         self.log.info("libchat ready")
+        if self.node is not None:
+            self.node.start().addErrback(self._cluster_failed)
+
+    def _cluster_failed(self, f: Any) -> None:
+        """A node that cannot join does not run on alone: one line, then exit."""
+        self.log.critical("{why}", why=f.getErrorMessage())
+        from twisted.internet import reactor
+        if reactor.running:
+            reactor.stop()
 
     def _stop(self, which: Callable[[service.IService], bool]) -> "defer.Deferred[Any]":
         children = [s for s in reversed(list(self)) if which(s) and s.running]
@@ -165,6 +175,9 @@ class LibchatService(service.MultiService):
         d.addBoth(lambda _: self._stop(programs))
         d.addBoth(lambda _: self.router.stop())
         d.addErrback(lambda f: self.log.failure("stopping the programs failed", f))
+        if self.node is not None:
+            d.addBoth(lambda _: self.node.stop())
+            d.addErrback(lambda f: self.log.failure("leaving the cluster failed", f))
         d.addBoth(lambda _: self._stop(api))
         d.addBoth(lambda _: self._stop(lambda s: isinstance(s, FlushService)))
         d.addBoth(lambda _: self.watchdog.stop() if self.watchdog is not None else None)
@@ -190,8 +203,10 @@ def makeService(options: Options, reactor: Any = None) -> LibchatService:
     def run_io(f: Callable[..., Any], *args: Any) -> "defer.Deferred[Any]":
         return threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
 
-    store = JsonFileStore(Path(options["data"]), run_io=run_io,
-                          pause=lambda: task.deferLater(reactor, 0, lambda: None))
+    node = make_cluster(options, reactor)
+    store: Any = node.store if node is not None else JsonFileStore(
+        Path(options["data"]), run_io=run_io,
+        pause=lambda: task.deferLater(reactor, 0, lambda: None))
     library = ProgramLibrary([Path(p) for p in options["programs"].split(os.pathsep) if p])
 
     def api_address() -> Any:  # the memory API as bound (TCP host/port, or a UNIX path)
@@ -218,13 +233,16 @@ def makeService(options: Options, reactor: Any = None) -> LibchatService:
     # human operators (docs/operators.md): the queue and assignments are journaled
     desk = OperatorRuntime(reactor, JournalBook(Path(options["data"]) / ".operators", run_io))
     runtimes["operators"] = desk
-    router = Router(
+    engine = Router(
         reactor, library, RuntimeSwitch(library, runtimes), store,
         idle_timeout=options["idle-timeout"], max_programs=options["max-programs"],
         kill_grace=options["kill-grace"], background_limit=options["background-limit"],
     )
-    desk.attach(router)
+    # a cluster node's doors call the cluster router, which wraps this one
+    router: Any = node.wrap(engine) if node is not None else engine
+    desk.attach(engine)  # operators are served by the node they connect to
     top = LibchatService(router, store, runtime)
+    top.node = node
     desk_compaction = TimerService(60, desk.book.compact)
     desk_compaction.clock = reactor
     desk_compaction.setServiceParent(top)
@@ -244,7 +262,7 @@ def makeService(options: Options, reactor: Any = None) -> LibchatService:
     if hooks is not None:
         hooks.setServiceParent(top)
     make_web_service(options, reactor, router, agent_stats, hooks, hub,
-                     desk).setServiceParent(top)
+                     desk, node).setServiceParent(top)
     if hub is not None:
         top.hub = hub
         listener(reactor, "postoffice", "postoffice", options["postoffice"],
@@ -308,10 +326,20 @@ def agent_runtimes(reactor: Any, store: Any, stats: AgentStats) -> dict[str, Age
             "coze": AgentRuntime("coze", reactor, make_coze, store, stats)}
 
 
-def make_web_service(options: Options, reactor: Any, router: Router,
+def make_cluster(options: Options, reactor: Any) -> Any:
+    """The cluster node of ``--redis`` (docs/scaleout.md), or None."""
+    if options["redis"] is None:
+        return None
+    from libchat.cluster.lease import default_node_id
+    from libchat.cluster.node import ClusterNode
+    return ClusterNode(reactor, options["node-id"] or default_node_id(), options["redis"],
+                       options.get("redis-password"))
+
+
+def make_web_service(options: Options, reactor: Any, router: Any,
                      agent_stats: AgentStats | None = None,
                      hooks: "PlatformService | None" = None, hub: Any = None,
-                     desk: Any = None) -> Listener:
+                     desk: Any = None, node: Any = None) -> Listener:
     """The ``--web`` listener (libchat.doors.web)."""
     log = Logger()
     secret = options["secret"]
@@ -330,7 +358,7 @@ def make_web_service(options: Options, reactor: Any, router: Router,
         from libchat.doors.platforms.figures import PlatformFigures
         extra = {"hooks": hooks.door.app.resource(), "collectors": (PlatformFigures(hooks.door),)}
     site = web.build(router, reactor, settings, agents=agent_stats, postoffice=hub, desk=desk,
-                     **extra)
+                     node=node, **extra)
     # REST bodies are bounded like frames (libchat.doors.web.rest)
     return listener(reactor, "web", "web", options["web"],
                     bounded_site(site.resource(), options["max-frame"]))

@@ -39,6 +39,7 @@ from twisted.internet import defer, endpoints
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from libchat.histogram import FAST_BUCKETS, Histogram
 from libchat.cluster.interfaces import RedisUnavailable
 from libchat.options import StartupError
 
@@ -180,6 +181,7 @@ class RedisConnections:
         self.address = address
         self.timeout = timeout
         self.channels: dict[bytes, Callable[[bytes], object]] = {}
+        self.round_trips = Histogram(FAST_BUCKETS)  # answered commands (/metrics)
         self._factories: list[Any] = []
         self._command = self._connect(_factory(address, password, timeout))
         # no reply timeout of its own: a blocking read is timed by block()
@@ -244,8 +246,14 @@ class RedisConnections:
         """One command on the command connection; its reply (bulk replies as
         bytes). Redis errors fail with ``txredisapi.ResponseError``."""
         t = self.timeout if timeout is None else timeout
-        return self._timed(defer.maybeDeferred(self._command.execute_command, *args),
-                           t, str(args[0]))
+        started = self.reactor.seconds()
+        d = self._timed(defer.maybeDeferred(self._command.execute_command, *args),
+                        t, str(args[0]))
+
+        def timed(result: Any) -> Any:
+            self.round_trips.observe(self.reactor.seconds() - started)
+            return result
+        return d.addCallback(timed)
 
     def block(self, *args: Any, timeout: float) -> defer.Deferred[Any]:
         """A blocking command (``XREAD BLOCK ms``) on the blocking connection;

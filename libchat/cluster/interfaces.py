@@ -108,6 +108,20 @@ class IClusterStore(Interface):
     def take_kept(channel: str, count: int) -> Deferred[list[bytes]]:
         """Deferred[list[bytes]]: take (remove) up to ``count`` kept replies, oldest first."""
 
+    def forget_node(node_id: str) -> Deferred[None]:
+        """Deferred[None]: drop a node id whose lease is gone and which owns
+        nothing any more from the set the sweep walks."""
+
+    def upstream_join(channel: str, node_id: str) -> Deferred[None]:
+        """Deferred[None]: the node has a live upstream of ``channel`` (replies
+        another node cannot deliver are sent to such a node)."""
+
+    def upstream_leave(channel: str, node_id: str) -> Deferred[None]:
+        """Deferred[None]: the node's last upstream of ``channel`` went away."""
+
+    def upstream_nodes(channel: str) -> Deferred[set[str]]:
+        """Deferred[set[str]]: the nodes that said they have one (live or not)."""
+
     def read(dialog_id: str, after: int = 0, limit: int = 1000) -> Deferred[list[Entry]]:
         """Deferred[list[Entry]]: entries with ``seq > after``, oldest first."""
 

@@ -52,6 +52,10 @@ class Keys:
         """List: replies kept for a channel with no live upstream on any node."""
         return f"{self.prefix}kept:{channel}"
 
+    def upstreams(self, channel: str) -> str:
+        """Set: node ids with a live upstream of the channel (``frame``...)."""
+        return f"{self.prefix}up:{channel}"
+
     def channel(self, name: str) -> str:
         """Pub/sub channel (web fan-out)."""
         return f"{self.prefix}ch:{name}"

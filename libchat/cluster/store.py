@@ -136,6 +136,22 @@ class RedisClusterStore:
         d = self.conns.call("LPOP", self.keys.kept(channel), count)
         return d.addCallback(lambda r: [bytes(x) for x in r or []])
 
+    def forget_node(self, node_id: str) -> defer.Deferred[None]:
+        d = self.conns.call("SREM", self.keys.nodes, node_id)
+        return d.addCallback(lambda _: None)
+
+    def upstream_join(self, channel: str, node_id: str) -> defer.Deferred[None]:
+        d = self.conns.call("SADD", self.keys.upstreams(channel), node_id)
+        return d.addCallback(lambda _: None)
+
+    def upstream_leave(self, channel: str, node_id: str) -> defer.Deferred[None]:
+        d = self.conns.call("SREM", self.keys.upstreams(channel), node_id)
+        return d.addCallback(lambda _: None)
+
+    def upstream_nodes(self, channel: str) -> defer.Deferred[set[str]]:
+        d = self.conns.call("SMEMBERS", self.keys.upstreams(channel))
+        return d.addCallback(lambda r: {_text(x) for x in r or ()})
+
     def read(self, dialog_id: str, after: int = 0, limit: int = 1000) -> defer.Deferred[list[Entry]]:
         # "(N" is exclusive and "N" means N-0, the id of seq N
         d = self.conns.call("XRANGE", self.keys.log(dialog_id), f"({after}", "+",

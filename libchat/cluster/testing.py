@@ -44,6 +44,7 @@ class FakeRedis:
         self.dialogs: dict[str, _Dialog] = {}
         self.memory: dict[tuple[str, str], bytes] = {}
         self.kept: dict[str, list[bytes]] = {}
+        self.upstreams: dict[str, set[str]] = {}
         self.logs: dict[str, list[bytes]] = {}
         self.inboxes: dict[str, list[str | bytes]] = {}
         self.listeners: dict[str, list[tuple[Callable[[str], object],
@@ -174,6 +175,18 @@ class FakeClusterStore:
             taken, kept[:count] = kept[:count], []
             return taken
         return self.world.run(op)
+
+    def forget_node(self, node_id: str) -> defer.Deferred[None]:
+        return self.world.run(lambda: self.world.node_ids.discard(node_id))
+
+    def upstream_join(self, channel: str, node_id: str) -> defer.Deferred[None]:
+        return self.world.run(lambda: self.world.upstreams.setdefault(channel, set()).add(node_id))
+
+    def upstream_leave(self, channel: str, node_id: str) -> defer.Deferred[None]:
+        return self.world.run(lambda: self.world.upstreams.get(channel, set()).discard(node_id))
+
+    def upstream_nodes(self, channel: str) -> defer.Deferred[set[str]]:
+        return self.world.run(lambda: set(self.world.upstreams.get(channel, ())))
 
     def read(self, dialog_id: str, after: int = 0, limit: int = 1000) -> defer.Deferred[list[Entry]]:
         def op() -> list[Entry]:

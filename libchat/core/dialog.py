@@ -70,6 +70,10 @@ class Dialogs:
         self.store.add(record)
         return self.wrap(record)
 
+    def drop(self, dialog_id: str) -> Dialog | None:
+        """Forget a live dialog (the store no longer holds it either)."""
+        return self._live.pop(dialog_id, None)
+
     def __iter__(self) -> Iterator[Dialog]:
         return iter(self._live.values())
 

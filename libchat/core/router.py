@@ -95,20 +95,39 @@ class Router(Policy):
         records = self.store.load()
         self._delivery.restore(self.store.pending())
         for record in records:
-            # a last entry that is a user message means a crash came between
-            # binding the dialog and journaling its state: treat it the same
-            last = record.messages[-1].get("event_type") if record.messages else None
-            if record.state == FOREGROUND or (last == codes.USER_MESSAGE
-                                              and record.program is not None
-                                              and record.state == OPEN):
-                dialog = self._dialogs.wrap(record)
-                if self._resume(dialog):
-                    continue
-                record.state = OPEN
-                self._emit(dialog, codes.ENDED, program=record.program,
-                           reason=codes.PROGRAM_EXITED)
+            self.recover(record)
         if IResumingRuntime.providedBy(self.runtime):
             self.runtime.resumed()
+
+    def recover(self, record: Any) -> None:
+        """A record the store already holds, whose program may have been
+        running when its server went away (a restart, or a cluster node
+        adopting a dead node's dialog): its upstream gets one 2002
+        ``program_exited`` unless a resuming runtime carries it on."""
+        # a last entry that is a user message means a crash came between
+        # binding the dialog and journaling its state: treat it the same
+        last = record.messages[-1].get("event_type") if record.messages else None
+        if record.state == FOREGROUND or (last == codes.USER_MESSAGE
+                                          and record.program is not None
+                                          and record.state == OPEN):
+            dialog = self._dialogs.wrap(record)
+            if self._resume(dialog):
+                return
+            record.state = OPEN
+            self._emit(dialog, codes.ENDED, program=record.program,
+                       reason=codes.PROGRAM_EXITED)
+
+    def forget(self, dialog_id: str) -> None:
+        """Let go of a dialog this server no longer owns (a cluster node that
+        lost it): its instances are stopped and nothing they send is recorded
+        or delivered; the user is not told here (the new owner does that)."""
+        dialog = self._dialogs.drop(dialog_id)
+        if dialog is None:
+            return
+        dialog.foreground = None
+        dialog.cancel_idle()
+        for binding in self._bindings.of_dialog(dialog):
+            self._bindings.stop(binding, reason="forgotten")
 
     def _resume(self, dialog: Any) -> bool:
         """Bind a dialog again to what a resuming runtime kept for it (human

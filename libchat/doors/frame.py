@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
@@ -16,7 +17,7 @@ from zope.interface import implementer
 
 from libchat.protocol import codes
 from libchat.protocol.events import BadEvent, parse_upstream
-from libchat.interfaces import IRouter, IUpstream
+from libchat.interfaces import IRouter, IUpstream, Receipt
 from libchat.protocol.wire import DEFAULT_MAX_FRAME, MAGIC, FrameError, FrameProtocol
 
 
@@ -111,7 +112,12 @@ class FrontProtocol(FrameProtocol):
         answer: dict[str, Any] | None
         try:
             event = parse_upstream(event_type, body)
-            answer = self.router.receive(self, event).error
+            receipt = self.router.receive(self, event)
+            if isinstance(receipt, Deferred):  # a cluster node (docs/scaleout.md)
+                receipt.addCallback(self._answer)
+                receipt.addErrback(self._internal, event_type)
+                return
+            answer = receipt.error
         except BadEvent as e:
             answer = e.event()
         except Exception:
@@ -119,6 +125,15 @@ class FrontProtocol(FrameProtocol):
             answer = codes.error(codes.INTERNAL_ERROR, "internal error; see the server log")
         if answer is not None:
             self.sendEvent(answer)
+
+    def _answer(self, receipt: Receipt) -> None:
+        if receipt.error is not None and self._open:
+            self.sendEvent(receipt.error)
+
+    def _internal(self, f: Failure, event_type: int) -> None:
+        self.log.failure("internal error handling a {etype} frame", f, etype=event_type)
+        if self._open:
+            self.sendEvent(codes.error(codes.INTERNAL_ERROR, "internal error; see the server log"))
 
 
 class FrontFactory(Factory):

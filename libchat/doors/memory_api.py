@@ -15,7 +15,7 @@ from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
 from libchat.protocol import codes
-from libchat.interfaces import IRouter, IStore, TokenInfo
+from libchat.interfaces import IRouter, IStore, TokenInfo, Unavailable
 from libchat.jsonc import JSONDecodeError, dumps, loads
 
 MAX_BODY = 1024 * 1024
@@ -91,6 +91,12 @@ class MemoryAPI:
     def _api_error(self, request: IRequest, failure: Any) -> bytes:
         return failure.value.render(request)
 
+    @app.handle_errors(Unavailable)
+    def _unavailable(self, request: IRequest, failure: Any) -> bytes:
+        # CONTRACT §14: never a false success while Redis cannot confirm
+        return json_response(request, 503, {"code": codes.INTERNAL_ERROR,
+                                            "message": "shared storage unavailable; try again"})
+
     @app.handle_errors(Exception)
     def _internal_error(self, request: IRequest, failure: Any) -> bytes:
         self.log.failure("memory API request failed", failure)
@@ -123,7 +129,8 @@ class MemoryAPI:
         if user_id != caller.user_id:
             raise ApiError(403, "FORBIDDEN", "user_id is not the token's user")
         if action == QUERY:
-            value = self.store.memory_get(caller.user_id, caller.program, key)
+            # a value on one node; a Deferred from Redis on a cluster node
+            value = yield self.store.memory_get(caller.user_id, caller.program, key)
             return json_response(request, 200, {"event_type": codes.MEMORY,
                                                 "action": "get_tool_memory",
                                                 "key": key, "value": value})

@@ -43,6 +43,8 @@ class PlatformUpstream:
         self.app = app
         self.fallback = app.common.fallback  # read by the router (core.policy)
         self.door = door
+        # the same app on every node (libchat.cluster.router)
+        self.cluster_key = f"{platform}:{getattr(app, 'name', '')}"
 
     def alive(self) -> bool:
         return True  # the outbox takes every reply; sending is its business
@@ -156,7 +158,10 @@ class PlatformDoor:
             self.log.error("{platform} app {app}: a message could not be routed: {e}",
                            platform=platform, app=name, e=e)
             return
-        self.router.receive(self.upstreams[(platform, name)], event)
+        receipt = self.router.receive(self.upstreams[(platform, name)], event)
+        if isinstance(receipt, defer.Deferred):  # a cluster node: 2004 only in the log
+            receipt.addErrback(lambda f: self.log.failure("routing a {platform} message failed",
+                                                          f, platform=platform))
 
     # -- replies -----------------------------------------------------------------
 

@@ -76,6 +76,7 @@ class WebApp:
         self.rest_resource = rest.app.resource()
         self.metrics = metrics
         self.postoffice: Any = None  # the post-office hub, when --postoffice is on
+        self.node: Any = None  # the cluster node, with --redis
         self.static = {p.name: (p.read_bytes(), STATIC_TYPES[p.suffix])
                        for p in STATIC.iterdir() if p.suffix in STATIC_TYPES}
         self.openapi = OPENAPI.read_bytes()
@@ -131,7 +132,8 @@ class WebApp:
         return json_response(request, 200, {
             "ok": True, "auth": "dev" if self.auth.dev_mode else "jwt",
             "websockets": self.registry.count(),
-            **({"postoffice": self.postoffice.health()} if self.postoffice is not None else {})})
+            **({"postoffice": self.postoffice.health()} if self.postoffice is not None else {}),
+            **({"cluster": self.node.health()} if self.node is not None else {})})
 
     @app.route("/", branch=True)
     def not_found(self, request: IRequest) -> bytes:
@@ -141,11 +143,14 @@ class WebApp:
 def build(router: IRouter, clock: IReactorTime, settings: WebSettings,
           now: Callable[[], float] | None = None, agents: Any = None,
           hooks: IResource | None = None, collectors: tuple[Any, ...] = (),
-          postoffice: Any = None, desk: Any = None) -> WebApp:
+          postoffice: Any = None, desk: Any = None, node: Any = None) -> WebApp:
     """The web front doors of ``router``; the gateway is attached to it. The
     metrics read the router as :class:`~libchat.interfaces.IRouterStats`."""
     now = now or clock.seconds
     gateway = WebGateway(router, clock)
+    if node is not None:  # a cluster node: events reach every node's sockets
+        node.serve_web(gateway)
+        collectors += (node.collector(),)
     router.attach(gateway)
     auth = Authenticator(settings.secret)
     registry = ConnectionRegistry(settings.max_per_user)
@@ -163,4 +168,5 @@ def build(router: IRouter, clock: IReactorTime, settings: WebSettings,
                       collectors=collectors)
     web = WebApp(gateway, auth, registry, ws, rest, metrics, hooks)
     web.postoffice = postoffice  # the hub (health()) when --postoffice is on
+    web.node = node  # the cluster node (health()) with --redis
     return web

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from twisted.internet import defer
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
+from libchat.later import then
 from libchat.protocol.events import valid_intent
 from libchat.interfaces import DialogInfo, IRouter, IUpstream, Receipt
 
@@ -38,11 +40,15 @@ class NotFound(Exception):
 @implementer(IUpstream)
 class WebGateway:
     channel = CHANNEL
+    cluster_key = CHANNEL  # the same on every node (libchat.cluster.router)
 
     def __init__(self, router: IRouter, clock: IReactorTime) -> None:
         self.router = router
         self.clock = clock
         self.pushers: list[Pusher] = []
+        # a cluster node publishes every event to all nodes, each of which
+        # calls deliver_local (docs/scaleout.md); one node delivers at once
+        self.fanout: Callable[[dict[str, Any]], object] | None = None
         self._waiters: dict[str, list[defer.Deferred[None]]] = defaultdict(list)
 
     # -- IUpstream -----------------------------------------------------------
@@ -52,6 +58,13 @@ class WebGateway:
         return True
 
     def deliver(self, event: dict[str, Any]) -> None:
+        if self.fanout is not None:
+            self.fanout(event)
+        else:
+            self.deliver_local(event)
+
+    def deliver_local(self, event: dict[str, Any]) -> None:
+        """Push to this node's sockets of the user and wake its long-polls."""
         user_id = event.get("user_id")
         if isinstance(user_id, str):
             for pusher in self.pushers:
@@ -62,39 +75,44 @@ class WebGateway:
 
     # -- what the web doors ask ------------------------------------------------
 
-    def receive(self, event: dict[str, Any]) -> Receipt:
+    # each of these answers at once on one node, and with a Deferred on a
+    # cluster node (libchat.later.then)
+
+    def receive(self, event: dict[str, Any]) -> Receipt | Deferred[Receipt]:
         """A validated 1001/1002 whose ``user_id`` is the caller's identity."""
-        receipt = self.router.receive(self, event)
-        self._wake(event["dialog_id"])  # a long-poll also wants the user's 1001
-        return receipt
+        def woken(receipt: Receipt) -> Receipt:
+            self._wake(event["dialog_id"])  # a long-poll also wants the user's 1001
+            return receipt
+        return then(self.router.receive(self, event), woken)
 
-    def info(self, user_id: str, dialog_id: str) -> DialogInfo:
+    def info(self, user_id: str, dialog_id: str) -> Any:
         """The caller's own web dialog, else :class:`NotFound` (whoever owns it)."""
-        info = self.router.info(dialog_id)
-        if info is None or info.user_id != user_id or info.channel != CHANNEL:
-            raise NotFound(dialog_id)
-        return info
+        def mine(info: DialogInfo | None) -> DialogInfo:
+            if info is None or info.user_id != user_id or info.channel != CHANNEL:
+                raise NotFound(dialog_id)
+            return info
+        return then(self.router.info(dialog_id), mine)
 
-    def open_session(self, user_id: str, intent: str | None = None) -> str:
+    def open_session(self, user_id: str, intent: str | None = None) -> Any:
         """A new empty web dialog; ``intent`` pins its program."""
         if intent is not None and not valid_intent(intent):  # not a str, too
             raise ValueError("intent must match ^[a-z0-9][a-z0-9_-]{0,63}$")
         session_id = "sess-" + uuid.uuid4().hex
-        self.router.open(session_id, user_id, CHANNEL, intent)
-        return session_id
+        return then(self.router.open(session_id, user_id, CHANNEL, intent),
+                    lambda _: session_id)
 
     def entries(self, user_id: str, dialog_id: str, after: int = 0,
-                limit: int = MAX_REPLAY) -> list[dict[str, Any]]:
+                limit: int = MAX_REPLAY) -> Any:
         """Transcript entries with ``seq > after``, oldest first, at most ``limit``
         (the first ones: a client pages on with the last seq it got)."""
-        self.info(user_id, dialog_id)
-        return self.router.entries(dialog_id, after, limit)
+        return then(self.info(user_id, dialog_id),
+                    lambda _: self.router.entries(dialog_id, after, limit))
 
-    def replay(self, user_id: str, dialog_id: str, after: int = 0) -> list[dict[str, Any]]:
+    def replay(self, user_id: str, dialog_id: str, after: int = 0) -> Any:
         """The events of entries with ``seq > after`` exactly as first sent; at
         most the last :data:`MAX_REPLAY` of them."""
-        self.info(user_id, dialog_id)
-        return self.router.replay(dialog_id, after, MAX_REPLAY)
+        return then(self.info(user_id, dialog_id),
+                    lambda _: self.router.replay(dialog_id, after, MAX_REPLAY))
 
     def wait(self, dialog_id: str, timeout: float) -> defer.Deferred[None]:
         """Fires with None when the dialog gets an entry, or after ``timeout``.

@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import HTTPException
 
+from libchat.interfaces import Unavailable
 from libchat.protocol import codes
 from libchat.protocol.events import BadEvent, check_upstream
 from libchat.doors.memory_api import ApiError, json_body, json_response
@@ -69,29 +70,36 @@ class ChatAPI:
             raise ApiError(429, codes.RATE_LIMIT,
                            f"over {self.rate:g} messages per second; send it again later")
 
-    def _session(self, user_id: str, session_id: str) -> None:
+    @defer.inlineCallbacks
+    def _session(self, user_id: str, session_id: str) -> Any:
         try:
-            self.gateway.info(user_id, session_id)
+            yield self.gateway.info(user_id, session_id)
         except NotFound:
             raise _not_found(session_id) from None
 
-    def _route(self, event: dict[str, Any]) -> tuple[dict[str, Any], int | None]:
+    @defer.inlineCallbacks
+    def _route(self, event: dict[str, Any]) -> Any:
         """Validate and route a 1001/1002 like any front door; returns the
         event as routed (with its generated ``message_id``) and its seq."""
         try:
             event = check_upstream(event)
         except BadEvent as e:
             raise ApiError(400, e.code, e.message) from None
-        receipt = self.gateway.receive(event)
+        receipt = yield self.gateway.receive(event)
         answer = receipt.error
         if answer is not None:
-            status = 429 if answer.get("code") == codes.BUSY else 400
+            status = {codes.BUSY: 429, codes.INTERNAL_ERROR: 503}.get(answer.get("code"), 400)
             raise ApiError(status, answer["code"], answer["message"])
         return event, receipt.seq
 
     @app.handle_errors(ApiError)
     def _api_error(self, request: IRequest, failure: Any) -> bytes:
         return failure.value.render(request)
+
+    @app.handle_errors(Unavailable)
+    def _unavailable(self, request: IRequest, failure: Any) -> bytes:
+        return json_response(request, 503, {"code": codes.INTERNAL_ERROR,
+                                            "message": "shared storage unavailable; try again"})
 
     @app.handle_errors(HTTPException)
     def _http_error(self, request: IRequest, failure: Any) -> bytes:
@@ -110,14 +118,18 @@ class ChatAPI:
     # -- routes ------------------------------------------------------------------
 
     @app.route("/sessions", methods=["POST"])
-    def create(self, request: IRequest) -> bytes:
+    @defer.inlineCallbacks
+    def create(self, request: IRequest) -> Any:
         user_id = self._user(request)
         body = self._body(request, required=False)
         # like an explicit intent on a frame: one naming no program is
         # answered with a 2003 when the first message arrives (docs/protocol.md §2, docs/protocol.md §2-3)
         intent = body.get("intent")
         try:
-            session_id = self.gateway.open_session(user_id, intent)
+            session_id = yield self.gateway.open_session(user_id, intent)
+        except Unavailable:
+            raise ApiError(503, codes.INTERNAL_ERROR, "shared storage unavailable; "
+                           "try again") from None
         except ValueError as e:
             raise ApiError(400, codes.BAD_REQUEST, str(e)) from None
         request.setHeader(b"Location", f"/api/chat/sessions/{session_id}".encode("ascii"))
@@ -125,9 +137,10 @@ class ChatAPI:
                                             "intent": intent})
 
     @app.route("/sessions/<string:session_id>/messages", methods=["POST"])
-    def post_message(self, request: IRequest, session_id: str) -> bytes:
+    @defer.inlineCallbacks
+    def post_message(self, request: IRequest, session_id: str) -> Any:
         user_id = self._user(request)
-        self._session(user_id, session_id)
+        yield self._session(user_id, session_id)
         body = self._body(request)
         self._limit(user_id)
         event: dict[str, Any] = {
@@ -137,30 +150,31 @@ class ChatAPI:
         }
         if "message_id" in body:
             event["message_id"] = body["message_id"]
-        event, seq = self._route(event)
+        event, seq = yield self._route(event)
         return json_response(request, 202, {"message_id": event["message_id"], "seq": seq})
 
     @app.route("/sessions/<string:session_id>/messages", methods=["GET"])
     @defer.inlineCallbacks
     def get_messages(self, request: IRequest, session_id: str) -> Any:
         user_id = self._user(request)
-        self._session(user_id, session_id)
+        yield self._session(user_id, session_id)
         after = _number(request, "after", int, 0)
         wait = min(_number(request, "wait", float, 0.0), MAX_WAIT)
-        entries = self.gateway.entries(user_id, session_id, after, MAX_REPLAY)
+        entries = yield self.gateway.entries(user_id, session_id, after, MAX_REPLAY)
         deadline = self.now() + wait
         while not entries and wait > 0:
             # woken by any new entry; one at or before ``after`` waits on
             yield self.gateway.wait(session_id, wait)
-            entries = self.gateway.entries(user_id, session_id, after, MAX_REPLAY)
+            entries = yield self.gateway.entries(user_id, session_id, after, MAX_REPLAY)
             wait = deadline - self.now()
         return json_response(request, 200, {"messages": entries})
 
     @app.route("/sessions/<string:session_id>/close", methods=["POST"])
-    def close(self, request: IRequest, session_id: str) -> bytes:
+    @defer.inlineCallbacks
+    def close(self, request: IRequest, session_id: str) -> Any:
         user_id = self._user(request)
-        self._session(user_id, session_id)
-        self._route({"event_type": codes.CLIENT_CLOSE, "dialog_id": session_id,
+        yield self._session(user_id, session_id)
+        yield self._route({"event_type": codes.CLIENT_CLOSE, "dialog_id": session_id,
                      "user_id": user_id})
         return json_response(request, 200, {"ok": True})
 

@@ -19,8 +19,10 @@ from typing import Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
+from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from libchat.protocol import codes
@@ -28,7 +30,8 @@ from libchat.protocol.events import BadEvent, check_upstream, decode_body
 from libchat.jsonc import dumps
 from libchat.doors.web.auth import Authenticator, Unauthorized
 from libchat.doors.web.gateway import MAX_REPLAY, NotFound, WebGateway
-from libchat.interfaces import IOperatorDesk, IOperatorSink
+from libchat.interfaces import IOperatorDesk, IOperatorSink, Unavailable
+from libchat.later import then
 
 OPERATOR_EVENTS = frozenset({3102, 3103})
 
@@ -164,14 +167,28 @@ class ChatSocket(WebSocketServerProtocol):
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         try:
             answers = self._handle(payload, isBinary)
-        except BadEvent as e:
-            answers = [e.event()]
         except Exception:  # noqa: BLE001 - one bad message must not end the socket
-            log.failure("internal error handling a WebSocket message of {user_id}",
-                             user_id=self.user_id)
-            answers = [codes.error(codes.INTERNAL_ERROR, "internal error; see the server log")]
+            answers = self._problem(Failure())
+        if isinstance(answers, defer.Deferred):  # a cluster node (docs/scaleout.md)
+            answers.addErrback(self._problem).addCallback(self._send_all)
+        else:
+            self._send_all(answers)
+
+    def _send_all(self, answers: list[dict[str, Any]]) -> None:
         for answer in answers:
             self.send_event(answer)
+
+    def _problem(self, f: Failure) -> list[dict[str, Any]]:
+        if isinstance(f.value, BadEvent):
+            return [f.value.event()]
+        if isinstance(f.value, NotFound):
+            return [BadEvent(codes.BAD_REQUEST, "no such dialog of yours",
+                             f.value.args[0]).event()]
+        if f.check(Unavailable):
+            return [codes.error(codes.INTERNAL_ERROR, "shared storage unavailable; try again")]
+        log.failure("internal error handling a WebSocket message of {user_id}", f,
+                    user_id=self.user_id)
+        return [codes.error(codes.INTERNAL_ERROR, "internal error; see the server log")]
 
     def _handle(self, payload: bytes, isBinary: bool) -> list[dict[str, Any]]:
         if not self._limiter.allow():
@@ -197,8 +214,8 @@ class ChatSocket(WebSocketServerProtocol):
             answer = desk.operator_event(self.user_id, event)
             return [answer] if answer is not None else []
         event["user_id"] = self.user_id  # the identity decides, never the frame
-        answer = self.factory.gateway.receive(check_upstream(event)).error
-        return [answer] if answer is not None else []
+        return then(self.factory.gateway.receive(check_upstream(event)),
+                    lambda r: [r.error] if r.error is not None else [])
 
     def _replay(self, event: dict[str, Any]) -> list[dict[str, Any]]:
         dialog_id, after = event.get("dialog_id"), event.get("after", 0)
@@ -211,7 +228,7 @@ class ChatSocket(WebSocketServerProtocol):
         desk = self.factory.desk
         if self.operator and desk is not None and desk.assigned_to(dialog_id) == self.user_id:
             return self.factory.gateway.router.replay(dialog_id, after, MAX_REPLAY)
-        try:
+        try:  # a cluster node's NotFound arrives in a Deferred: _problem
             return self.factory.gateway.replay(self.user_id, dialog_id, after)
         except NotFound:
             raise BadEvent(codes.BAD_REQUEST, "no such dialog of yours", dialog_id) from None

@@ -1,0 +1,117 @@
+"""Several real ``twistd -n libchat --redis`` nodes on one private redis-server.
+
+Synchronous, like ``tests/launcher.py`` and ``redis_server.py``: the tests of
+this folder drive real processes with blocking clients (a frame client on a
+plain socket, HTTP with urllib), every wait bounded. A node is ready when it
+logs ``libchat cluster node <id> serving``.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from libchat.protocol.wire import FrameDecoder, encode_event
+
+from ..launcher import BUNDLED, FIXTURES, Libchat
+from .redis_server import RedisServer
+
+SERVING = r"libchat cluster node (\S+) serving"
+
+
+class Node(Libchat):
+    def __init__(self, workdir: Path, redis: RedisServer, node_id: str, *args: str) -> None:
+        self.node_id = node_id
+        super().__init__(workdir / node_id, "--redis", redis.endpoint, "--node-id", node_id,
+                         "--kill-grace", "1", *args,
+                         programs=f"{FIXTURES}:{BUNDLED}")
+
+    def start(self, timeout: float = 30.0) -> "Node":
+        super().start(timeout)
+        self.wait_serving(timeout)
+        return self
+
+    def wait_serving(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            line = self.wait_for("serving (Redis", max(0.1, deadline - time.monotonic()))
+            if self.node_id in line:
+                return
+
+    def front(self, timeout: float = 10.0) -> "FrameConn":
+        return FrameConn(self.ports["front"], timeout)
+
+    def http(self, method: str, path: str, body: Any = None, user: str | None = None,
+             timeout: float = 10.0) -> tuple[int, Any]:
+        return http(self.ports["web"], method, path, body, user, timeout)
+
+    def health(self) -> dict[str, Any]:
+        status, body = self.http("GET", "/healthz")
+        assert status == 200, body
+        return body["cluster"]  # type: ignore[no-any-return]
+
+
+def http(port: int, method: str, path: str, body: Any = None, user: str | None = None,
+         timeout: float = 10.0) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method)
+    if user is not None:
+        req.add_header("X-User-Id", user)
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
+class FrameConn:
+    """A blocking front-protocol client."""
+
+    def __init__(self, port: int, timeout: float = 10.0) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.sock.settimeout(timeout)
+        self.decoder = FrameDecoder()
+        self.events: list[dict[str, Any]] = []
+
+    def send(self, event: dict[str, Any]) -> None:
+        self.sock.sendall(encode_event(event))
+
+    def next(self, timeout: float = 10.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while not self.events:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no event within {timeout}s")
+            self.sock.settimeout(left)
+            data = self.sock.recv(65536)
+            if not data:
+                raise ConnectionError("closed by the server")
+            frames, error = self.decoder.feed(data)
+            assert error is None, error
+            self.events.extend(json.loads(body) for _, body in frames)
+        return self.events.pop(0)
+
+    def until(self, predicate: Any, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """Events up to and including the first one ``predicate`` accepts."""
+        got: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout
+        while True:
+            event = self.next(max(0.01, deadline - time.monotonic()))
+            got.append(event)
+            if predicate(event):
+                return got
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def message(content: str, dialog_id: str, user_id: str = "u1", **extra: Any) -> dict[str, Any]:
+    return {"event_type": 1001, "dialog_id": dialog_id, "user_id": user_id,
+            "messages": {"content": content}, **extra}
