@@ -9,6 +9,7 @@ logs ``libchat cluster node <id> serving``.
 from __future__ import annotations
 
 import json
+import select
 import socket
 import time
 import urllib.error
@@ -115,3 +116,23 @@ class FrameConn:
 def message(content: str, dialog_id: str, user_id: str = "u1", **extra: Any) -> dict[str, Any]:
     return {"event_type": 1001, "dialog_id": dialog_id, "user_id": user_id,
             "messages": {"content": content}, **extra}
+
+
+def gather(conns: list[FrameConn], count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+    """The first ``count`` events arriving on any of ``conns``; bounded."""
+    got: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    while len(got) < count:
+        for conn in conns:
+            got.extend(conn.events)
+            conn.events.clear()
+        if len(got) >= count:
+            break
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"{len(got)} of {count} events within {timeout}s")
+        ready, _, _ = select.select([c.sock for c in conns], [], [], left)
+        for conn in conns:
+            if conn.sock in ready:
+                got.append(conn.next(0.5))
+    return got[:count]

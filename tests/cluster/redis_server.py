@@ -21,6 +21,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -41,6 +42,28 @@ def _command(*args: str) -> bytes:
         raw = a.encode()
         out.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
     return b"".join(out)
+
+
+def _reply(f: Any) -> Any:
+    """One RESP2 reply from a file of the socket."""
+    line = f.readline()
+    kind, rest = line[:1], line[1:-2]
+    if kind == b"+":
+        return rest
+    if kind == b"-":
+        raise RuntimeError(rest.decode())
+    if kind == b":":
+        return int(rest)
+    if kind == b"$":
+        n = int(rest)
+        if n < 0:
+            return None
+        data = f.read(n + 2)[:-2]
+        return data
+    if kind == b"*":
+        n = int(rest)
+        return None if n < 0 else [_reply(f) for _ in range(n)]
+    raise RuntimeError(f"unexpected reply {line!r}")
 
 
 class RedisServer:
@@ -128,6 +151,16 @@ class RedisServer:
                     return False
             s.sendall(_command("PING"))
             return f.readline().startswith(b"+PONG")
+
+    def call(self, *args: str) -> Any:
+        """One command on a fresh connection; the reply parsed (bulk: bytes)."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5.0) as s:
+            f = s.makefile("rb")
+            if self.password is not None:
+                s.sendall(_command("AUTH", self.password))
+                _reply(f)
+            s.sendall(_command(*args))
+            return _reply(f)
 
     def kill9(self) -> None:
         """A crash: SIGKILL, reaped; the dir (and its AOF) stays for restart()."""
