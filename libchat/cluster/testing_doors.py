@@ -10,17 +10,19 @@ fake and its Redis implementation. (The operator book's fake is
 
 from __future__ import annotations
 
+import uuid
 import weakref
 from typing import Any
 
 import attrs
-import orjson
 from twisted.internet import defer
 from zope.interface import implementer
 
 from libchat.cluster.dedupe import ROUTED, TTL_MS, parse_target, target_json
 from libchat.cluster.testing import FakeRedis
 from libchat.doors.platforms.seam import ICallbackBook, Target
+from libchat.doors.postoffice.hub import DEFAULT_QUEUE_BOUND
+from libchat.doors.postoffice.seam import IOfflineQueue
 from libchat.doors.platforms.unified import ReplyTarget
 
 
@@ -86,8 +88,55 @@ def _lost() -> Exception:
     return RedisUnavailable("redis: (fake) the answer was lost")
 
 
-def dumps(item: dict[str, Any]) -> bytes:
-    return orjson.dumps(item)
+@implementer(IOfflineQueue)
+class FakeOfflineQueue:
+    """:class:`~libchat.cluster.offline.RedisOfflineQueue` in memory: every
+    answer a Deferred, take-then-acknowledge, the bound per target."""
+
+    def __init__(self, world: FakeRedis, bound: int = DEFAULT_QUEUE_BOUND,
+                 sweep: float = 1.0) -> None:
+        self.world = world
+        self.state = door_state(world)
+        self.bound = bound
+        self.sweep = sweep
+
+    def __len__(self) -> int:
+        return sum(len(q) for q in self.state.queues.values())
+
+    def earliest(self) -> float | None:
+        return self.world.clock.seconds() + self.sweep
+
+    def offer(self, target: str, sender: str, subject: Any, raw: str,
+              expires: float) -> defer.Deferred[bool]:
+        def op() -> bool:
+            queue = self.state.queues.setdefault(target, [])
+            if len(queue) >= self.bound:
+                return False
+            queue.append({"id": uuid.uuid4().hex, "target": target, "from": sender,
+                          "subject": subject, "raw": raw, "expires": expires})
+            return True
+        return self.world.run(op)
+
+    def take(self, target: str) -> defer.Deferred[list[dict[str, Any]]]:
+        return self.world.run(lambda: [dict(i) for i in self.state.queues.get(target, [])])
+
+    def delivered(self, target: str, items: list[dict[str, Any]]) -> defer.Deferred[int]:
+        def op() -> int:
+            ids, queue, n = {i["id"] for i in items}, self.state.queues.get(target, []), 0
+            while queue and queue[0]["id"] in ids:
+                queue.pop(0)
+                n += 1
+            return n
+        return self.world.run(op)
+
+    def expire(self, now: float) -> defer.Deferred[list[dict[str, Any]]]:
+        def op() -> list[dict[str, Any]]:
+            gone = []
+            for queue in self.state.queues.values():
+                while queue and queue[0]["expires"] <= now:
+                    gone.append(queue.pop(0))
+            return gone
+        return self.world.run(op)
 
 
-__all__ = ["FakeCallbackBook", "door_state"]
+__all__ = ["FakeCallbackBook", "FakeOfflineQueue", "door_state"]

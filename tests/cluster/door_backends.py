@@ -14,7 +14,8 @@ from libchat.cluster.connect import RedisConnections, parse_redis
 from libchat.cluster.dedupe import RedisCallbackBook
 from libchat.cluster.keys import Keys
 from libchat.cluster.testing import FakeRedis
-from libchat.cluster.testing_doors import FakeCallbackBook
+from libchat.cluster.offline import RedisOfflineQueue
+from libchat.cluster.testing_doors import FakeCallbackBook, FakeOfflineQueue
 
 from .redis_server import RedisServer
 
@@ -25,6 +26,9 @@ class DoorBackend:
     clock: Any
 
     def callbacks(self, node: int = 0, ttl_ms: int | None = None) -> Any:
+        raise NotImplementedError
+
+    def offline(self, node: int = 0, bound: int = 1000) -> Any:
         raise NotImplementedError
 
     def land_unconfirmed(self, app: str, key: str) -> defer.Deferred[None]:
@@ -52,6 +56,9 @@ class FakeDoorBackend(DoorBackend):
 
     def callbacks(self, node: int = 0, ttl_ms: int | None = None) -> Any:
         return FakeCallbackBook(self.world, **({} if ttl_ms is None else {"ttl_ms": ttl_ms}))
+
+    def offline(self, node: int = 0, bound: int = 1000) -> Any:
+        return FakeOfflineQueue(self.world, bound)
 
     def land_unconfirmed(self, app: str, key: str) -> defer.Deferred[None]:
         book = FakeCallbackBook(self.world)
@@ -84,6 +91,9 @@ class RealDoorBackend(DoorBackend):
     def callbacks(self, node: int = 0, ttl_ms: int | None = None) -> Any:
         return RedisCallbackBook(self.conns[node % 2], self.keys,
                                  **({} if ttl_ms is None else {"ttl_ms": ttl_ms}))
+
+    def offline(self, node: int = 0, bound: int = 1000) -> Any:
+        return RedisOfflineQueue(self.conns[node % 2], self.keys, bound, clock=reactor)
 
     def land_unconfirmed(self, app: str, key: str) -> defer.Deferred[None]:
         d = self.conns[0].call("SET", self.keys.callback(app, key), b"p", "NX", "PX", 60000)

@@ -10,10 +10,12 @@ from typing import Any
 
 import pytest
 import pytest_twisted
+from twisted.internet import defer
 from zope.interface.verify import verifyObject
 
 from libchat.doors.platforms.seam import ICallbackBook
 from libchat.doors.platforms.unified import ReplyTarget
+from libchat.doors.postoffice.seam import IOfflineQueue
 from libchat.interfaces import Unavailable
 
 from .door_backends import DoorBackend, FakeDoorBackend, RealDoorBackend, retried
@@ -81,7 +83,68 @@ class CallbackBookContract:
         assert (yield b.target("wecom:hr:u")) == {"to": "u", "m": None}
 
 
-class DoorStoresContract(CallbackBookContract):
+class OfflineQueueContract:
+    """The post-office offline queue (§12), cluster-wide."""
+
+    def test_the_queue_provides_its_interface(self, backend: DoorBackend) -> None:
+        assert verifyObject(IOfflineQueue, backend.offline())
+
+    @pytest_twisted.inlineCallbacks
+    def test_queued_on_one_node_taken_in_order_on_another_until_delivered(
+            self, backend: DoorBackend) -> Any:
+        a, b = backend.offline(0), backend.offline(1)
+        soon = time.time() + 100
+        for i in range(3):
+            assert (yield a.offer("/svc/b", "/svc/a", f"s{i}", f"raw{i}", soon + i)) is True
+        items = yield b.take("/svc/b")
+        assert [(i["raw"], i["from"], i["subject"], i["target"]) for i in items] == \
+            [(f"raw{i}", "/svc/a", f"s{i}", "/svc/b") for i in range(3)]
+        assert [i["raw"] for i in (yield a.take("/svc/b"))] == ["raw0", "raw1", "raw2"], \
+            "not forgotten before it is acknowledged"
+        yield a.offer("/svc/b", "/svc/a", "s3", "raw3", soon + 3)  # after the take
+        yield b.delivered("/svc/b", items)
+        assert [i["raw"] for i in (yield a.take("/svc/b"))] == ["raw3"]
+        assert (yield a.take("/svc/nobody")) == []
+
+    @pytest_twisted.inlineCallbacks
+    def test_the_bound_per_target_holds_across_nodes(self, backend: DoorBackend) -> Any:
+        a, b = backend.offline(0, bound=2), backend.offline(1, bound=2)
+        soon = time.time() + 100
+        assert (yield a.offer("/svc/b", "/svc/a", "s", "1", soon)) is True
+        assert (yield b.offer("/svc/b", "/svc/a", "s", "2", soon)) is True
+        assert (yield a.offer("/svc/b", "/svc/a", "s", "3", soon)) is False
+        assert (yield b.offer("/svc/c", "/svc/a", "s", "4", soon)) is True
+
+    @pytest_twisted.inlineCallbacks
+    def test_each_expired_item_is_popped_by_exactly_one_node(self, backend: DoorBackend) -> Any:
+        a, b = backend.offline(0), backend.offline(1)
+        base = time.time() + 100
+        for i in range(4):
+            yield a.offer("/svc/b", "/svc/a", f"s{i}", f"r{i}", base + i)
+        yield a.offer("/svc/c", "/svc/a", "c", "rc", base)
+        gone = yield defer.gatherResults([a.expire(base + 1.5), b.expire(base + 1.5)])
+        raws = sorted(i["raw"] for i in gone[0] + gone[1])
+        assert raws == ["r0", "r1", "rc"]
+        assert [i["raw"] for i in (yield b.take("/svc/b"))] == ["r2", "r3"]
+        assert (yield b.expire(base + 1.5)) == []
+        assert [i["raw"] for i in (yield a.expire(base + 10))] == ["r2", "r3"]
+        assert (yield a.take("/svc/b")) == []
+
+    @pytest_twisted.inlineCallbacks
+    def test_an_outage_fails_the_offer_and_loses_nothing_queued_before(
+            self, backend: DoorBackend) -> Any:
+        a = backend.offline(0)
+        soon = time.time() + 100
+        yield a.offer("/svc/b", "/svc/a", "s", "kept", soon)
+        backend.outage()
+        with pytest.raises(Unavailable):
+            yield a.offer("/svc/b", "/svc/a", "s", "unknown", soon)
+        backend.recover()
+        items = yield retried(lambda: a.take("/svc/b"))
+        assert [i["raw"] for i in items][:1] == ["kept"]
+
+
+class DoorStoresContract(CallbackBookContract, OfflineQueueContract):
     """Every door store's contract; one subclass per backend."""
 
 
