@@ -59,3 +59,38 @@ class Keys:
     def channel(self, name: str) -> str:
         """Pub/sub channel (web fan-out)."""
         return f"{self.prefix}ch:{name}"
+
+    # -- the stores of the other doors (docs/scaleout.md "Stores of the other doors")
+
+    def callback(self, app: str, key: str) -> str:
+        """String, ``PX`` 8 h: a platform callback id seen by app ``<platform>:<name>``
+        (CONTRACT §10 dedupe); ``p`` while its first taker has not confirmed it,
+        ``r`` once it has."""
+        return f"{self.prefix}cb:{app}:{key}"
+
+    @property
+    def reply_targets(self) -> str:
+        """Hash: a platform dialog's reply target (field dialog id, value JSON
+        ``{"to", "m"}``), read by whichever node sends the dialog's replies."""
+        return f"{self.prefix}ptarget"
+
+    def postoffice_queue(self, target: str) -> str:
+        """List: post-office envelopes waiting for an absent clientID (§12),
+        oldest first; each a JSON item with ``expires``."""
+        return f"{self.prefix}po:q:{target}"
+
+    @property
+    def postoffice_due(self) -> str:
+        """Sorted set: clientIDs with waiting envelopes, scored by the expiry of
+        the oldest (what the expiry sweep walks)."""
+        return f"{self.prefix}po:due"
+
+    @property
+    def postoffice_count(self) -> str:
+        """String: how many envelopes wait in all the post-office queues."""
+        return f"{self.prefix}po:n"
+
+    def desk(self, node_id: str) -> str:
+        """Hash: the operator desk's tickets of one node (§13); field dialog
+        id, value the ticket as JSON."""
+        return f"{self.prefix}desk:{node_id}"

@@ -5,6 +5,9 @@ that turns a dialog's replies into platform messages (CONTRACT section 10).
 to :mod:`libchat.doors.platforms.callbacks` (verification before any further
 parsing), answer at once, and route the message on the next reactor turn,
 after the dedupe check: a callback's answer never waits for a program.
+With several nodes the dedupe check is a Redis round trip (an
+:class:`~.seam.ICallbackBook` answering a Deferred): the answer then waits
+for it, and is a 503 (the platform retries) when Redis does not answer.
 Each app is one :class:`PlatformUpstream` of channel ``wecom``/``lark``, so
 its dialogs never reach frame or web upstreams; a reply of a dialog is sent
 by the app its id names, whichever upstream object the router picked.
@@ -17,10 +20,11 @@ from typing import Any
 from klein import Klein
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from zope.interface import implementer
 
-from libchat.interfaces import IRouter, IUpstream
+from libchat.interfaces import IRouter, IUpstream, Unavailable
 from libchat.protocol import codes
 from libchat.protocol.events import BadEvent, check_upstream
 
@@ -28,6 +32,7 @@ from . import api as platform_api
 from .callbacks import Answer, lark_callback, wecom_callback
 from .config import LarkApp, WeComApp
 from .ledger import Ledger
+from .seam import ICallbackBook
 from .sender import Sender
 from .unified import Inbound
 
@@ -58,9 +63,14 @@ class PlatformDoor:
     log = Logger()
 
     def __init__(self, router: IRouter, ledger: Ledger, clock: Any,
-                 wecom: list[WeComApp], lark: list[LarkApp], http: Any = None) -> None:
+                 wecom: list[WeComApp], lark: list[LarkApp], http: Any = None,
+                 callbacks: ICallbackBook | None = None) -> None:
+        """``callbacks``: where taken callback ids and reply targets are kept
+        (default: ``ledger``, on this node; with ``--redis`` a
+        :class:`libchat.cluster.dedupe.RedisCallbackBook`, cluster-wide)."""
         self.router = router
         self.ledger = ledger
+        self.callbacks: ICallbackBook = callbacks if callbacks is not None else ledger
         self.clock = clock
         self.apps: dict[tuple[str, str], Any] = {
             **{("wecom", a.name): a for a in wecom}, **{("lark", a.name): a for a in lark}}
@@ -68,7 +78,8 @@ class PlatformDoor:
         self.apis: dict[tuple[str, str], Any] = {
             **{("wecom", a.name): platform_api.WeComAPI(a, clock, **extra) for a in wecom},
             **{("lark", a.name): platform_api.LarkAPI(a, clock, **extra) for a in lark}}
-        self.senders = {key: Sender(key[0], app, self.apis[key], ledger, clock)
+        self.senders = {key: Sender(key[0], app, self.apis[key], ledger, clock,
+                                    targets=self.callbacks)
                         for key, app in self.apps.items()}
         self.upstreams = {key: PlatformUpstream(key[0], app, self)
                           for key, app in self.apps.items()}
@@ -103,7 +114,7 @@ class PlatformDoor:
     # -- callbacks (mounted at /hooks/ by libchat.doors.web.app) -----------------
 
     @app.route("/wecom/<string:name>", methods=["GET", "POST"])
-    def wecom(self, request: IRequest, name: str) -> bytes:
+    def wecom(self, request: IRequest, name: str) -> bytes | defer.Deferred[bytes]:
         started = self.clock.seconds()
         app = self.apps.get(("wecom", name))
         if app is None:
@@ -113,7 +124,7 @@ class PlatformDoor:
         return self._write(request, answer, "wecom", name, started)
 
     @app.route("/lark/<string:name>", methods=["POST"])
-    def lark(self, request: IRequest, name: str) -> bytes:
+    def lark(self, request: IRequest, name: str) -> bytes | defer.Deferred[bytes]:
         started = self.clock.seconds()
         app = self.apps.get(("lark", name))
         if app is None:
@@ -128,13 +139,33 @@ class PlatformDoor:
         return request.content.read(MAX_BODY + 1) if request.content is not None else b""
 
     def _write(self, request: IRequest, answer: Answer, platform: str, name: str,
-               started: float) -> bytes:
-        sender = self.senders.get((platform, name))
+               started: float) -> bytes | defer.Deferred[bytes]:
         if answer.why:
             self.log.info("{platform} app {app}: callback answered {status}: {why}",
                           platform=platform, app=name, status=answer.status, why=answer.why)
         if answer.inbound is not None:
-            self._accept(platform, name, answer.inbound)
+            taking = self._accept(platform, name, answer.inbound)
+            if taking is not None:  # the book answers later (Redis): so does the callback
+                return taking.addCallbacks(
+                    lambda _: self._answer(request, answer, platform, name, started),
+                    lambda f: self._not_taken(f, request, platform, name, started))
+        return self._answer(request, answer, platform, name, started)
+
+    def _not_taken(self, f: Failure, request: IRequest, platform: str, name: str,
+                   started: float) -> bytes:
+        """Not known whether the id was taken: 503, route nothing, and let the
+        platform retry (never a false "seen", never a false 200)."""
+        if f.check(Unavailable):
+            self.log.warn("{platform} app {app}: callback answered 503: {why}",
+                          platform=platform, app=name, why=f.getErrorMessage())
+        else:
+            self.log.failure("{platform} app {app}: the dedupe check failed", f,
+                             platform=platform, app=name)
+        return self._answer(request, Answer(503, b"503\n"), platform, name, started)
+
+    def _answer(self, request: IRequest, answer: Answer, platform: str, name: str,
+                started: float) -> bytes:
+        sender = self.senders.get((platform, name))
         request.setResponseCode(answer.status)
         request.setHeader(b"Content-Type", answer.content_type.encode("ascii"))
         if sender is not None:
@@ -142,13 +173,19 @@ class PlatformDoor:
             sender.stats.callback_seconds.observe(self.clock.seconds() - started)
         return answer.body
 
-    def _accept(self, platform: str, name: str, inbound: Inbound) -> None:
-        if self.ledger.seen(f"{platform}:{name}", inbound.dedupe_key):
-            return  # a platform retry of what was taken already
-        if inbound.reply_to is not None:
-            self.ledger.set_target(inbound.dialog_id, inbound.reply_to.to,
-                                   inbound.reply_to.mention)
-        self.clock.callLater(0, self._route, platform, name, inbound)
+    def _accept(self, platform: str, name: str,
+                inbound: Inbound) -> defer.Deferred[None] | None:
+        """Dedupe, then route on the next turn; a Deferred when the book answers one."""
+        seen = self.callbacks.accept(f"{platform}:{name}", inbound.dedupe_key,
+                                     inbound.dialog_id, inbound.reply_to)
+        if isinstance(seen, defer.Deferred):
+            return seen.addCallback(self._taken, platform, name, inbound)
+        self._taken(seen, platform, name, inbound)
+        return None
+
+    def _taken(self, seen: bool, platform: str, name: str, inbound: Inbound) -> None:
+        if not seen:  # else a platform retry of what was taken already
+            self.clock.callLater(0, self._route, platform, name, inbound)
 
     def _route(self, platform: str, name: str, inbound: Inbound) -> None:
         app = self.apps[(platform, name)]

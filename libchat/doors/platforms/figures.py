@@ -52,6 +52,6 @@ class PlatformFigures:
             sent.add_metric(ls, stats.sent)
             retries.add_metric(ls, stats.retries)
             failures.add_metric(ls, stats.failures)
-            dedupe.add_metric(ls, self.door.ledger.dedupe_hits(f"{platform}:{name}"))
+            dedupe.add_metric(ls, self.door.callbacks.dedupe_hits(f"{platform}:{name}"))
             outbox.add_metric(ls, waiting.get((platform, name), 0))
         yield from (callbacks, latency, sent, retries, failures, dedupe, outbox)

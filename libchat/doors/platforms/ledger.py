@@ -29,14 +29,18 @@ from typing import Any, Callable
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from libchat.storage.journal import Journal
 
 from .dedupe import DedupeSet
+from .seam import ICallbackBook
+from .unified import ReplyTarget
 
 STATE = "state"
 
 
+@implementer(ICallbackBook)
 class Ledger:
     log = Logger()
 
@@ -83,6 +87,16 @@ class Ledger:
         if ids.seen(key):
             return True
         self.journal.append_behind({"k": "s", "a": app, "key": key, "at": self.clock.seconds()})
+        return False
+
+    def accept(self, app: str, key: str, dialog_id: str,
+               reply_to: ReplyTarget | None) -> bool:
+        """:class:`ICallbackBook`: :meth:`seen`, then :meth:`set_target` for a
+        new id (synchronous: one node's callbacks never wait on I/O)."""
+        if self.seen(app, key):
+            return True
+        if reply_to is not None:
+            self.set_target(dialog_id, reply_to.to, reply_to.mention)
         return False
 
     def dedupe_hits(self, app: str) -> int:

@@ -25,7 +25,10 @@ from twisted.logger import Logger
 from . import outbound as ob
 from libchat.histogram import Histogram
 
+from libchat.interfaces import Unavailable
+
 from .ledger import Ledger
+from .seam import ICallbackBook
 from .textsplit import merge_messages, split_lark, split_wecom
 
 TEXT_KINDS = ("text", "markdown")
@@ -47,11 +50,16 @@ class Sender:
 
     log = Logger()
 
-    def __init__(self, platform: str, app: Any, api: Any, ledger: Ledger, clock: Any) -> None:
+    def __init__(self, platform: str, app: Any, api: Any, ledger: Ledger, clock: Any,
+                 targets: ICallbackBook | None = None) -> None:
+        """``targets``: where reply targets are read (default ``ledger``; with
+        ``--redis`` the cluster-wide book, since another node may have taken
+        the dialog's callback)."""
         self.platform = platform
         self.app = app
         self.api = api
         self.ledger = ledger
+        self.targets: ICallbackBook = targets if targets is not None else ledger
         self.clock = clock
         self.stats = SendStats()
         self._queues: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -119,9 +127,10 @@ class Sender:
 
     @defer.inlineCallbacks
     def _send_item(self, item: dict[str, Any]) -> Any:
-        target = self.ledger.target(item["dialog"])
+        target = yield self._target(item)  # a plain value: no reactor turn
         if target is None:
-            self._give_up(item, "no reply target is known for the dialog")
+            if not self._stopping:  # stopping: the item stays for the next start
+                self._give_up(item, "no reply target is known for the dialog")
             return
         if item["kind"] in TEXT_KINDS:
             parts = self._split(item)
@@ -136,6 +145,34 @@ class Sender:
         ok = yield self._try(item, lambda: self._upload(item, key))
         if ok:
             yield self._try(item, lambda: self.api.send(self._media_body(item, target, key[0])))
+
+    @defer.inlineCallbacks
+    def _target(self, item: dict[str, Any]) -> Any:
+        """The dialog's reply target; a book that cannot answer now (Redis
+        down) is asked again with the send back-off, as a failed send would be."""
+        first: float | None = None
+        attempt = 0
+        while True:
+            try:
+                return (yield self.targets.target(item["dialog"]))
+            except Unavailable as e:
+                now = self.clock.seconds()
+                first = now if first is None else first
+                if self._stopping or ob.give_up(first, now):
+                    return None
+                attempt += 1
+                self.stats.retries += 1
+                self.log.warn("{platform} app {app}: reply target of {dialog} unknown "
+                              "for now: {why}", platform=self.platform, app=self.app.name,
+                              dialog=item["dialog"], why=str(e))
+                wait = task.deferLater(self.clock, ob.backoff(attempt), lambda: None)
+                self._waits.add(wait)
+                try:
+                    yield wait
+                except defer.CancelledError:
+                    return None
+                finally:
+                    self._waits.discard(wait)
 
     @defer.inlineCallbacks
     def _upload(self, item: dict[str, Any], key: list[Any]) -> Any:

@@ -12,11 +12,14 @@ from collections import OrderedDict, deque
 from pathlib import Path
 from typing import Any, Protocol
 
+from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from libchat.doors.postoffice.seam import IHub, IHubListener
+from libchat.doors.postoffice.seam import IHub, IHubListener, IOfflineQueue
+from libchat.interfaces import Unavailable
 
 log = Logger()
 TYPES = ("msg", "heartbeat", "log")
@@ -66,6 +69,7 @@ def check_envelope(raw: str) -> dict[str, Any]:
     return message
 
 
+@implementer(IOfflineQueue)
 class OfflineQueue:
     """Messages for absent clientIDs, in order, journaled to one JSONL file
     (fsynced per append, so a kill -9 loses nothing acknowledged; rewritten
@@ -103,11 +107,20 @@ class OfflineQueue:
                 f.flush()
                 os.fsync(f.fileno())
 
+    def offer(self, target: str, sender: str, subject: Any, raw: str, expires: float) -> bool:
+        if self.full(target):
+            return False
+        self.put(target, sender, subject, raw, expires)
+        return True
+
     def take(self, target: str) -> list[dict[str, Any]]:
         items = list(self._by_target.pop(target, ()))
         if items:
             self._rewrite()
         return items
+
+    def delivered(self, target: str, items: list[dict[str, Any]]) -> None:
+        """Nothing to do: :meth:`take` forgot them already."""
 
     def expire(self, now: float) -> list[dict[str, Any]]:
         gone = []
@@ -139,11 +152,17 @@ class Hub:
     """Who is connected, where envelopes go, and the figures for /metrics."""
 
     def __init__(self, clock: IReactorTime, offline_ttl: float = 300,
-                 queue: OfflineQueue | None = None) -> None:
+                 queue: IOfflineQueue | None = None) -> None:
+        """``queue``: the offline queue (default: in memory; ``settings.build``
+        gives a file; with ``--redis`` a ``libchat.cluster.offline.RedisOfflineQueue``)."""
         self.clock = clock
         self.offline_ttl = offline_ttl
-        self.queue = queue if queue is not None else OfflineQueue(None, DEFAULT_QUEUE_BOUND)
+        self.queue: IOfflineQueue = queue if queue is not None else \
+            OfflineQueue(None, DEFAULT_QUEUE_BOUND)
         self.conns: dict[str, Conn] = {}
+        # clientIDs whose queue is being taken (a Deferred queue): envelopes
+        # routed to them meanwhile wait here, so they arrive after the queued ones
+        self._draining: dict[str, list[str]] = {}
         self.started: dict[str, float] = {}
         self.listeners: dict[str, IHubListener] = {}
         self.stats = {"deliveries": 0, "bounces": 0, "queued_total": 0}
@@ -197,9 +216,37 @@ class Hub:
         for listener in list(self.listeners.values()):
             listener.client_connected(conn.client_id)
         self.expire()
-        for item in self.queue.take(conn.client_id):
+        items = self.queue.take(conn.client_id)
+        if isinstance(items, defer.Deferred):
+            self._draining.setdefault(conn.client_id, [])
+            items.addErrback(self._queue_failed, "taking the offline queue", [])
+            items.addCallback(self._drained, conn.client_id)
+            return
+        for item in items:
             conn.send(item["raw"])
             self.stats["deliveries"] += 1
+
+    def _drained(self, items: list[dict[str, Any]], client_id: str) -> None:
+        """A Deferred take is in: deliver it, then what was routed meanwhile,
+        to the client's live connection (it may have been replaced)."""
+        later = self._draining.pop(client_id, [])
+        conn = self.conns.get(client_id)
+        if conn is None:
+            return  # gone again: the items stay queued (never acknowledged)
+        for raw in [item["raw"] for item in items] + later:
+            conn.send(raw)
+            self.stats["deliveries"] += 1
+        if items:
+            d = self.queue.delivered(client_id, items)
+            if isinstance(d, defer.Deferred):
+                d.addErrback(self._queue_failed, "forgetting delivered envelopes", None)
+
+    def _queue_failed(self, f: Failure, what: str, instead: Any) -> Any:
+        if f.check(Unavailable):
+            log.warn("postoffice: {what}: {why}", what=what, why=f.getErrorMessage())
+        else:
+            log.failure("postoffice: {what} failed", f, what=what)
+        return instead
 
     def detach(self, conn: Conn) -> None:
         if self.conns.get(conn.client_id) is not conn:
@@ -232,19 +279,36 @@ class Hub:
                 return
         live = self.conns.get(target)
         if live is not None:
+            waiting = self._draining.get(target)
+            if waiting is not None:
+                waiting.append(raw)  # after the queued ones being taken
+                return
             live.send(raw)
             self.stats["deliveries"] += 1
             return
         if message["type"] == "heartbeat":
             return                  # heartbeats are never queued (section 12)
-        if self.queue.full(target):
-            self.bounce(sender.client_id, target, message["subject"],
-                        "offline queue for this target is full")
+        queued = self.queue.offer(target, sender.client_id, message["subject"], raw,
+                                  self.clock.seconds() + self.offline_ttl)
+        if isinstance(queued, defer.Deferred):
+            sender_id, subject = sender.client_id, message["subject"]
+            queued.addCallbacks(
+                lambda ok: self._offered(ok, sender_id, target, subject),
+                lambda f: self._not_offered(f, sender_id, target, subject))
             return
-        self.queue.put(target, sender.client_id, message["subject"], raw,
-                       self.clock.seconds() + self.offline_ttl)
+        self._offered(queued, sender.client_id, target, message["subject"])
+
+    def _offered(self, queued: bool, sender: str, target: str, subject: Any) -> None:
+        if not queued:
+            self.bounce(sender, target, subject, "offline queue for this target is full")
+            return
         self.stats["queued_total"] += 1
         self._schedule()
+
+    def _not_offered(self, f: Failure, sender: str, target: str, subject: Any) -> None:
+        """Not known to be queued (Redis did not answer): the sender hears so."""
+        self._queue_failed(f, f"queueing for {target}", None)
+        self.bounce(sender, target, subject, "offline queue unavailable, try again")
 
     def bounce(self, sender: str, target: str, subject: Any, why: str) -> None:
         self.stats["bounces"] += 1
@@ -254,7 +318,15 @@ class Hub:
 
     def expire(self) -> None:
         """Drop queued messages past offline_ttl, telling their senders."""
-        for item in self.queue.expire(self.clock.seconds()):
+        gone = self.queue.expire(self.clock.seconds())
+        if isinstance(gone, defer.Deferred):
+            gone.addErrback(self._queue_failed, "expiring the offline queue", [])
+            gone.addCallback(self._expired)
+            return
+        self._expired(gone)
+
+    def _expired(self, gone: list[dict[str, Any]]) -> None:
+        for item in gone:
             self.bounce(item["from"], item["target"], item["subject"],
                         f"{item['target']} did not connect within offline_ttl")
 

@@ -43,3 +43,34 @@ class IHub(Interface):
         (``message["to"]`` a single clientID); the hub encodes it once.
         Returns False, sending nothing and queueing nothing, when the target
         is not connected."""
+
+
+class IOfflineQueue(Interface):
+    """Envelopes waiting for absent clientIDs (CONTRACT section 12): in order,
+    bounded per target, expiring. One node: :class:`~.hub.OfflineQueue` (a
+    fsynced file, plain answers); several: ``libchat.cluster.offline.
+    RedisOfflineQueue`` (every answer a Deferred). The hub takes the
+    synchronous path whenever an answer is not a Deferred."""
+
+    def __len__() -> int:
+        """How many wait (for /metrics; with Redis, as of the last call)."""
+
+    def earliest() -> float | None:
+        """When the hub should next call :meth:`expire` (None: nothing waits)."""
+
+    def offer(target: str, sender: str, subject: Any, raw: str, expires: float) -> Any:
+        """Queue one envelope unless the target's queue is full: True/False,
+        or a Deferred of it; a Deferred failing with
+        :class:`~libchat.interfaces.Unavailable` means not known to be queued
+        (the hub tells the sender UNDELIVERABLE)."""
+
+    def take(target: str) -> Any:
+        """The target's waiting items, oldest first (dicts with ``raw``,
+        ``from``, ``subject``, ``target``, ``expires``), or a Deferred of them."""
+
+    def delivered(target: str, items: list[dict[str, Any]]) -> Any:
+        """``items`` from :meth:`take` reached the target: forget them. (A
+        queue whose ``take`` already forgot them does nothing.)"""
+
+    def expire(now: float) -> Any:
+        """Remove and return the items past their expiry (or a Deferred of them)."""

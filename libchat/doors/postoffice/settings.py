@@ -3,12 +3,13 @@ and building the hub's listener from them and ``--postoffice``."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from twisted.web import server
 
 from libchat import config
 from libchat.doors.postoffice.hub import DEFAULT_QUEUE_BOUND, Hub, OfflineQueue
+from libchat.doors.postoffice.seam import IOfflineQueue
 from libchat.doors.postoffice.server import HubFactory, site
 from libchat.doors.postoffice.tokens import DEFAULT_TTL, App, Tokens
 
@@ -37,9 +38,12 @@ TABLE = config.register(config.Table(
 DEFAULTS = {k.name: k.default for k in TABLE.keys}
 
 
-def build(tables: dict[str, Any], data: Path, clock: Any,
-          max_frame: int = 1 << 20) -> tuple[Hub, server.Site]:
-    """The hub and its site: the offline queue lives in ``data/postoffice.jsonl``."""
+def build(tables: dict[str, Any], data: Path, clock: Any, max_frame: int = 1 << 20,
+          offline_queue: Callable[[int], IOfflineQueue] | None = None
+          ) -> tuple[Hub, server.Site]:
+    """The hub and its site: the offline queue lives in ``data/postoffice.jsonl``,
+    or is ``offline_queue(queue_bound)`` (with ``--redis``: ``lambda bound:
+    RedisOfflineQueue(conns, keys, bound, clock=reactor)``)."""
     section = {**DEFAULTS, **tables.get("postoffice", {})}
     apps = {name: App(name, a["secret"].reveal(), tuple(a["clients"]))
             for name, a in section.get("apps", {}).items()}
@@ -47,7 +51,8 @@ def build(tables: dict[str, Any], data: Path, clock: Any,
     tokens = Tokens(apps, clock.seconds, ttl=section["token_ttl"],
                     key=key.reveal() if key is not None else None)
     data.mkdir(parents=True, exist_ok=True)
-    queue = OfflineQueue(data / "postoffice.jsonl", section["queue_bound"])
+    queue: IOfflineQueue = (OfflineQueue(data / "postoffice.jsonl", section["queue_bound"])
+                            if offline_queue is None else offline_queue(section["queue_bound"]))
     hub = Hub(clock, offline_ttl=section["offline_ttl"], queue=queue)
     factory = HubFactory(hub, tokens, max_connections=section["max_connections"],
                          rate=section["rate"], max_frame=max_frame)

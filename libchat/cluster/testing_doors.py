@@ -1,0 +1,142 @@
+"""Verified in-memory fakes of the door stores' Redis implementations
+(:mod:`libchat.cluster.dedupe`, :mod:`~libchat.cluster.offline`), on the
+same :class:`~libchat.cluster.testing.FakeRedis` world as the cluster fakes:
+its ``task.Clock`` for expiry and ``down = True`` for an outage.
+
+``tests/cluster/test_door_stores_contract.py`` runs one contract against each
+fake and its Redis implementation. (The operator book's fake is
+:class:`libchat.runtimes.operators.book.MemoryBook`.)
+"""
+
+from __future__ import annotations
+
+import uuid
+import weakref
+from typing import Any
+
+import attrs
+from twisted.internet import defer
+from zope.interface import implementer
+
+from libchat.cluster.dedupe import ROUTED, TTL_MS, parse_target, target_json
+from libchat.cluster.testing import FakeRedis
+from libchat.doors.platforms.seam import ICallbackBook, Target
+from libchat.doors.postoffice.hub import DEFAULT_QUEUE_BOUND
+from libchat.doors.postoffice.seam import IOfflineQueue
+from libchat.doors.platforms.unified import ReplyTarget
+
+
+@attrs.define
+class _DoorState:
+    callbacks: dict[str, tuple[bytes, float]] = attrs.Factory(dict)  # name -> (value, expires)
+    targets: dict[str, bytes] = attrs.Factory(dict)
+    queues: dict[str, list[dict[str, Any]]] = attrs.Factory(dict)
+
+
+_states: weakref.WeakKeyDictionary[FakeRedis, _DoorState] = weakref.WeakKeyDictionary()
+
+
+def door_state(world: FakeRedis) -> _DoorState:
+    """The door stores' part of a fake world (shared by every node on it)."""
+    state = _states.get(world)
+    if state is None:
+        state = _states[world] = _DoorState()
+    return state
+
+
+@implementer(ICallbackBook)
+class FakeCallbackBook:
+    """:class:`~libchat.cluster.dedupe.RedisCallbackBook` in memory."""
+
+    def __init__(self, world: FakeRedis, ttl_ms: int = TTL_MS) -> None:
+        self.world = world
+        self.state = door_state(world)
+        self.ttl_ms = ttl_ms
+        self.hits: dict[str, int] = {}
+        self.lose_answers = False  # the write lands, its answer never comes
+
+    def accept(self, app: str, key: str, dialog_id: str,
+               reply_to: ReplyTarget | None) -> defer.Deferred[bool]:
+        def op() -> bool:
+            now = self.world.clock.seconds()
+            old = self.state.callbacks.get(key_name := f"{app}:{key}")
+            if old is not None and old[1] <= now:
+                old = None
+            if reply_to is not None:
+                self.state.targets[dialog_id] = target_json(reply_to)
+            if old is None:
+                self.state.callbacks[key_name] = (b"p", now + self.ttl_ms / 1000)
+            if self.lose_answers:
+                raise _lost()
+            if old is not None and old[0] == ROUTED:
+                self.hits[app] = self.hits.get(app, 0) + 1
+                return True
+            value = self.state.callbacks[key_name]
+            self.state.callbacks[key_name] = (ROUTED, value[1])
+            return False
+        return self.world.run(op)
+
+    def target(self, dialog_id: str) -> defer.Deferred[Target | None]:
+        return self.world.run(lambda: parse_target(self.state.targets.get(dialog_id)))
+
+    def dedupe_hits(self, app: str) -> int:
+        return self.hits.get(app, 0)
+
+
+def _lost() -> Exception:
+    from libchat.cluster.interfaces import RedisUnavailable
+    return RedisUnavailable("redis: (fake) the answer was lost")
+
+
+@implementer(IOfflineQueue)
+class FakeOfflineQueue:
+    """:class:`~libchat.cluster.offline.RedisOfflineQueue` in memory: every
+    answer a Deferred, take-then-acknowledge, the bound per target."""
+
+    def __init__(self, world: FakeRedis, bound: int = DEFAULT_QUEUE_BOUND,
+                 sweep: float = 1.0) -> None:
+        self.world = world
+        self.state = door_state(world)
+        self.bound = bound
+        self.sweep = sweep
+
+    def __len__(self) -> int:
+        return sum(len(q) for q in self.state.queues.values())
+
+    def earliest(self) -> float | None:
+        return self.world.clock.seconds() + self.sweep
+
+    def offer(self, target: str, sender: str, subject: Any, raw: str,
+              expires: float) -> defer.Deferred[bool]:
+        def op() -> bool:
+            queue = self.state.queues.setdefault(target, [])
+            if len(queue) >= self.bound:
+                return False
+            queue.append({"id": uuid.uuid4().hex, "target": target, "from": sender,
+                          "subject": subject, "raw": raw, "expires": expires})
+            return True
+        return self.world.run(op)
+
+    def take(self, target: str) -> defer.Deferred[list[dict[str, Any]]]:
+        return self.world.run(lambda: [dict(i) for i in self.state.queues.get(target, [])])
+
+    def delivered(self, target: str, items: list[dict[str, Any]]) -> defer.Deferred[int]:
+        def op() -> int:
+            ids, queue, n = {i["id"] for i in items}, self.state.queues.get(target, []), 0
+            while queue and queue[0]["id"] in ids:
+                queue.pop(0)
+                n += 1
+            return n
+        return self.world.run(op)
+
+    def expire(self, now: float) -> defer.Deferred[list[dict[str, Any]]]:
+        def op() -> list[dict[str, Any]]:
+            gone = []
+            for queue in self.state.queues.values():
+                while queue and queue[0]["expires"] <= now:
+                    gone.append(queue.pop(0))
+            return gone
+        return self.world.run(op)
+
+
+__all__ = ["FakeCallbackBook", "FakeOfflineQueue", "door_state"]

@@ -1,0 +1,44 @@
+"""What the platform door remembers of callbacks, as a seam (CONTRACT §10, §14).
+
+One node keeps it in its :class:`~libchat.doors.platforms.ledger.Ledger`
+(synchronous, in memory, journaled behind); several nodes keep it in Redis
+(:class:`libchat.cluster.dedupe.RedisCallbackBook`), because WeCom retries a
+callback to whichever node the load balancer picks, and the node that sends
+a dialog's replies is not always the one that took its callback.
+
+Answers may be plain values or Deferreds: the door takes the synchronous path
+(no extra reactor turn) when the answer is a plain value, so one node pays
+nothing for the seam.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import defer
+from zope.interface import Interface
+
+from .unified import ReplyTarget
+
+Target = dict[str, Any]  # {"to": ..., "m": the Lark mention or None}
+
+
+class ICallbackBook(Interface):
+    """Callback ids taken (dedupe) and the reply target of each dialog."""
+
+    def accept(app: str, key: str, dialog_id: str,
+               reply_to: ReplyTarget | None) -> bool | defer.Deferred[bool]:
+        """True: ``key`` is a repeat for ``app`` (``<platform>:<name>``), route
+        nothing. False: it is new; it is remembered, and so is ``reply_to`` as
+        the dialog's reply target. A Deferred failing with
+        :class:`~libchat.interfaces.Unavailable` means "not known": the door
+        answers 503 so the platform retries, and routes nothing."""
+
+    def target(dialog_id: str) -> Target | None | defer.Deferred[Target | None]:
+        """Where the dialog's replies go (None: no callback told us yet)."""
+
+    def dedupe_hits(app: str) -> int:
+        """Repeats this node answered for ``app`` (for ``/metrics``)."""
+
+
+__all__ = ["ICallbackBook", "Target"]
