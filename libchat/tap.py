@@ -226,7 +226,7 @@ def makeService(options: Options, reactor: Any = None) -> LibchatService:
     pool = WarmPool(runtime, library, reactor, default_size=options["warm"],
                     max_instances=options["max-programs"])
     agent_stats = AgentStats(reactor.seconds)
-    hub, hub_site = make_postoffice(options, reactor)
+    hub, hub_site = make_postoffice(options, reactor, node)
     runtimes = {"node": pool, **agent_runtimes(reactor, store, agent_stats)}
     # remote programs (docs/postoffice-programs.md); lead: pass pohub's `hub` here
     runtimes["postoffice"] = PostofficeRuntime(reactor, hub)
@@ -258,7 +258,7 @@ def makeService(options: Options, reactor: Any = None) -> LibchatService:
     for description in options["front"]:
         listener(reactor, "front", "front", description, front_factory).setServiceParent(top)
     FlushService(store, options["flush-interval"], reactor).setServiceParent(top)
-    hooks = make_platforms(options, reactor, router, run_io)
+    hooks = make_platforms(options, reactor, router, run_io, node)
     if hooks is not None:
         hooks.setServiceParent(top)
     make_web_service(options, reactor, router, agent_stats, hooks, hub,
@@ -270,8 +270,8 @@ def makeService(options: Options, reactor: Any = None) -> LibchatService:
     return top
 
 
-def make_platforms(options: Options, reactor: Any, router: Router,
-                   run_io: Callable[..., Any]) -> "PlatformService | None":
+def make_platforms(options: Options, reactor: Any, router: Any,
+                   run_io: Callable[..., Any], node: Any = None) -> "PlatformService | None":
     """The WeCom and Lark apps of the config file (docs/platforms.md), if any."""
     from libchat.doors.platforms import tables
     wecom, lark = tables.apps(options.tables, options["config"] or "config file")
@@ -280,7 +280,11 @@ def make_platforms(options: Options, reactor: Any, router: Router,
     from libchat.doors.platforms.door import PlatformDoor
     from libchat.doors.platforms.ledger import Ledger
     ledger = Ledger(Path(options["data"]) / ".platforms", run_io, reactor)
-    return PlatformService(PlatformDoor(router, ledger, reactor, wecom, lark), reactor)
+    extra: dict[str, Any] = {}
+    if node is not None:  # callback ids and reply targets shared by every node
+        from libchat.cluster.dedupe import RedisCallbackBook
+        extra["callbacks"] = RedisCallbackBook(node.conns, node.cluster.keys)
+    return PlatformService(PlatformDoor(router, ledger, reactor, wecom, lark, **extra), reactor)
 
 
 class PlatformService(service.MultiService):
@@ -304,14 +308,19 @@ class PlatformService(service.MultiService):
         return d
 
 
-def make_postoffice(options: Options, reactor: Any) -> tuple[Any, Any]:
+def make_postoffice(options: Options, reactor: Any, node: Any = None) -> tuple[Any, Any]:
     """The ``--postoffice`` hub (an IHub; libchat.doors.postoffice) and its
     site, or (None, None) when off."""
     if options["postoffice"] is None:
         return None, None
     from libchat.doors.postoffice import settings as postoffice
+    extra: dict[str, Any] = {}
+    if node is not None:  # the offline queues live in Redis
+        from libchat.cluster.offline import RedisOfflineQueue
+        extra["offline_queue"] = lambda bound: RedisOfflineQueue(
+            node.conns, node.cluster.keys, bound, clock=reactor)
     return postoffice.build(options.tables, Path(options["data"]), reactor,
-                            max_frame=options["max-frame"])
+                            max_frame=options["max-frame"], **extra)
 
 
 def make_coze(section: dict[str, Any], api_key: str, clock: Any) -> Any:

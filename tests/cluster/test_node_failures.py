@@ -167,9 +167,16 @@ class Cluster:
         return str(body["session_id"])
 
     def transcript(self, node: Node, user: str, session: str) -> list[dict[str, Any]]:
-        status, body = self.rest(node, "GET", f"/sessions/{session}/messages", user=user)
-        assert status == 200, (status, body)
-        return body["messages"]  # type: ignore[no-any-return]
+        """The whole transcript, paged with ``after``."""
+        entries: list[dict[str, Any]] = []
+        while True:
+            after = int(entries[-1]["seq"]) if entries else 0
+            status, body = self.rest(node, "GET", f"/sessions/{session}/messages?after={after}",
+                                     user=user)
+            assert status == 200, (status, body)
+            if not body["messages"]:
+                return entries
+            entries.extend(body["messages"])
 
 
 @pytest.fixture
@@ -418,3 +425,75 @@ def test_kill9_of_a_node_mid_load(cluster: Cluster) -> None:
               f"{max(n_med) * 1000:.1f}ms, during {max(d_med) * 1000:.1f}ms")
     print(report)
     assert d_p99 <= 2 * n_p99, report
+
+
+# -- 2. SIGSTOP for 15 s, then SIGCONT ------------------------------------------------------
+
+FREEZE = 15.0
+
+
+@pytest.mark.timeout(120)
+def test_a_frozen_node_is_adopted_and_its_stale_instances_reach_nobody(cluster: Cluster) -> None:
+    n1, n2, n3 = cluster.nodes
+    hub = cluster.hub
+    for n in cluster.nodes:
+        hub.add(n.node_id, n.front())
+    cluster.wait_steady([n1, n2])
+    # foreground dialogs owned by n3; two last sent from a survivor, two from n3
+    stale = [f"s-{i}" for i in range(4)]
+    old: dict[str, int] = {}
+    for i, d in enumerate(stale):
+        _, got = hub.round_trip("n3", message("a", d, intent="pid"))
+        old[d] = cluster.pid_of(got)
+        if i < 2:
+            _, got = hub.round_trip("n1", message("b", d))
+            assert cluster.pid_of(got) == old[d]
+    # a background countdown on n3: freeze it right after its first tick
+    start = hub.mark()
+    hub.conns["n3"].send(message("countdown 10", "cd", intent="countdown"))
+    hub.wait(ended("cd", "completed"), 10, start, "countdown's 2002 completed")
+    i_ten, _, _, _ = hub.wait(lambda e: e.get("dialog_id") == "cd" and e["event_type"] == REPLY
+                              and e["messages"]["content"] == "10", 5, start, "countdown's 10")
+    n3.signal(signal.SIGSTOP)
+    t_stop = time.monotonic()
+    frozen = hub.mark()
+    try:
+        # sent to the frozen node: it reads it when it wakes
+        hub.conns["n3"].send(message("while frozen", "s-2"))
+        # adopted by the survivors: one 2002 program_exited each, while n3 sleeps
+        for d in stale:
+            _, _, conn, _ = hub.wait(ended(d), max(0.1, t_stop + FREEZE - time.monotonic()),
+                                     frozen, f"2002 program_exited of {d} during the freeze")
+            assert conn in ("n1", "n2"), conn
+        adopted_in = time.monotonic() - t_stop
+        assert all(alive(p) for p in old.values())  # frozen with their node, not dead
+        time.sleep(max(0.0, t_stop + FREEZE - time.monotonic()))  # the freeze itself
+    finally:
+        n3.signal(signal.SIGCONT)
+    t_cont = time.monotonic()
+    # its stale instances are killed within 2 s of waking
+    for d in stale:
+        wait_until(lambda: not alive(old[d]), max(0.1, t_cont + 2 - time.monotonic()),
+                   f"n3's stale instance of {d} (pid {old[d]}) gone within 2 s of waking")
+    n3.wait_log(r"node n3 stops acknowledging|lease of node n3 was gone", 5)
+    # the next message of each dialog is served by an adopter's new instance
+    for i, d in enumerate(stale):
+        _, got = hub.round_trip(("n1", "n2")[i % 2], message("c", d, intent="pid"))
+        pid = cluster.pid_of(got)
+        assert pid != old[d] and ppid(pid) in (n1.pid, n2.pid), (d, pid)
+    # an observation window after waking: nothing the stale node or its
+    # instances sent reaches anyone
+    hub.wait(lambda e: False, 0, 0) if False else None
+    deadline = t_cont + 4.0
+    while time.monotonic() < deadline:
+        time.sleep(0.1)  # observing absence: no event can signal it
+    late = hub.matching(lambda e: e.get("dialog_id") == "cd" and e["event_type"] == REPLY,
+                        i_ten + 1)
+    assert late == [], f"the frozen countdown's replies reached an upstream: {late}"
+    leaked = [e for e in hub.matching(lambda e: e["event_type"] == REPLY, frozen)
+              if int(json.loads(e[2]["messages"]["content"]).get("pid", 0)) in old.values()]
+    assert leaked == [], f"stale instances' replies reached an upstream: {leaked}"
+    for d in stale:
+        assert len(hub.matching(ended(d), frozen)) == 1, hub.matching(
+            lambda e: e.get("dialog_id") == d, frozen)
+    print(f"adopted {adopted_in:.1f}s after SIGSTOP")
