@@ -363,6 +363,10 @@ class Libchat(Process):
     def watchdog_pid(self) -> int:
         return int(self._this_run(r"watchdog started as pid (\d+)").group(1))
 
+    def spawn_launcher_pid(self) -> int:
+        """The program launcher's pid (libchat/runtimes/node/launcher.py)."""
+        return int(self._this_run(r"launcher started as pid (\d+)").group(1))
+
     def _this_run(self, pattern: str) -> re.Match[str]:
         """Like wait_log, among the lines of the current run only (after a restart)."""
         regex = re.compile(pattern)
