@@ -83,16 +83,17 @@ class Libchat(launcher.Libchat):
     def log(self) -> list[str]:
         return self.lines
 
-    def stalls(self, t0_ms: float, t1_ms: float) -> list[float]:
-        """Reactor stalls (ms) the lag probe saw between two CLOCK_MONOTONIC
-        instants (ms, as the load generator reports them)."""
+    def stalls(self, t0_ms: float, t1_ms: float) -> list[tuple[float, float]]:
+        """Reactor stalls the lag probe saw between two CLOCK_MONOTONIC
+        instants (ms, as the load generator reports them): (wall ms, CPU ms
+        of the reactor thread over the same interval)."""
         if self.lag_file is None or not self.lag_file.exists():
             return []
         out = []
         for line in self.lag_file.read_text().splitlines():
-            at, ms = line.split()
+            at, ms, cpu = line.split()
             if t0_ms <= float(at) * 1000 <= t1_ms:
-                out.append(float(ms))
+                out.append((float(ms), float(cpu)))
         return out
 
     def shutdown(self, timeout: float = 60.0) -> dict[str, Any]:

@@ -152,16 +152,19 @@ def markdown(results: dict[str, Any]) -> str:
     if "stall_max" in st:
         lines += [f"| the reactor's longest stall during the storm (lag probe) | "
                   f"{_s(st['stall_max'])} |",
+                  f"| of which the reactor thread's own CPU, longest (the rest: waiting "
+                  f"for a CPU) | {_s(st['stall_cpu_max'])} |",
                   f"| the reactor's stalls over 1 ms during the storm, summed | "
                   f"{_s(st['stall_total'])} |"]
     variants = results.get("storm_variants", [])
     if variants:
         lines += ["", "The spawning choices, same storm, one server each:",
                   "", "| spawning | all first replies ms | existing p99 during ms | "
-                  "existing max during ms | longest reactor stall ms |", "|---|---|---|---|---|"]
+                  "existing max during ms | longest reactor stall ms (its own CPU) |", "|---|---|---|---|---|"]
         for name, vs in [("launcher, idle-priority boot, 4 at once (default)", st)] + [
                 (v["name"], v["storm"]) for v in variants]:
-            stall = _s(vs["stall_max"]) if "stall_max" in vs else "n/a"
+            stall = (f"{_s(vs['stall_max'])} (CPU {_s(vs['stall_cpu_max'])})"
+                     if "stall_cpu_max" in vs else "n/a")
             lines.append(f"| {name} | {_s(vs['storm_ms'], '{:.0f}')} | "
                          f"{_s(vs['talk_p99_during'])} | {_s(vs['talk_max_during'])} | "
                          f"{stall} |")

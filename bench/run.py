@@ -107,13 +107,15 @@ def storms(server: procs.Libchat, size: dict[str, Any]) -> dict[str, Any]:
         if server.lag_file is not None:
             time.sleep(0.7)  # the probe writes its stalls every 0.5 s
             stalls = server.stalls(r["t0"], r["t1"])
-            r["stall_max"] = max(stalls, default=0.0)
-            r["stall_total"] = sum(stalls)
+            r["stall_max"] = max((ms for ms, _ in stalls), default=0.0)
+            # the reactor's own work: the CPU its thread used inside a stall
+            r["stall_cpu_max"] = max((cpu for _, cpu in stalls), default=0.0)
+            r["stall_total"] = sum(ms for ms, _ in stalls)
         runs.append(r)
     stall: dict[str, Any] = {}
     if server.lag_file is not None:
-        stall = {"stall_max": spread([r["stall_max"] for r in runs]),
-                 "stall_total": spread([r["stall_total"] for r in runs])}
+        stall = {k: spread([r[k] for r in runs])
+                 for k in ("stall_max", "stall_cpu_max", "stall_total")}
     return {"new_dialogs": size["storm"], "talkers": size["talkers"], **stall,
             "storm_ms": spread([r["storm_ms"] for r in runs]),
             "first_p50": spread([r["first"]["p50"] for r in runs]),

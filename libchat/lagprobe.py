@@ -3,9 +3,13 @@
 A timer asks to run every ``interval`` seconds; how late it actually runs is
 how long the reactor was busy with something else (a blocking
 ``spawnProcess``, a long callback) beyond that moment. Every lateness above
-``threshold`` is appended to the file as ``<CLOCK_MONOTONIC seconds> <ms>``
-(the load generator reads the same clock, so a stall can be placed inside or
-outside a storm). It costs ~1,000 wakeups a second, so it is off unless the
+``threshold`` is appended to the file as ``<CLOCK_MONOTONIC seconds> <ms>
+<cpu ms>`` (the load generator reads the same clock, so a stall can be placed
+inside or outside a storm). ``cpu ms`` is the CPU time the reactor thread
+used over the same interval: a stall with as much CPU is the reactor's own
+work (a blocking call, a long callback); one without is the thread waiting
+for a CPU or blocked in the kernel (other processes on a busy machine, or a
+``posix_spawn`` waiting for its child's exec). It costs ~1,000 wakeups a second, so it is off unless the
 environment variable names a file, and only the benchmark's storm servers
 set it. Granularity: a stall shorter than ``interval`` may go unseen; a
 reported lateness is a lower bound of the stall it hit.
@@ -37,6 +41,7 @@ class LagProbe(service.Service):
         # monotonic clock the load generator also reads
         self.monotonic = monotonic
         self._due = 0.0
+        self._cpu = 0.0
         self._call: IDelayedCall | None = None
         self._out: IO[str] | None = None
         self._lines: list[str] = []
@@ -51,13 +56,15 @@ class LagProbe(service.Service):
 
     def _arm(self) -> None:
         self._due = self.monotonic() + self.interval
+        self._cpu = time.thread_time()
         self._call = self.reactor.callLater(self.interval, self._tick)
 
     def _tick(self) -> None:
         now = self.monotonic()
         late = now - self._due
         if late > self.threshold:
-            self._lines.append(f"{self._due:.6f} {late * 1000:.3f}\n")
+            cpu = time.thread_time() - self._cpu
+            self._lines.append(f"{self._due:.6f} {late * 1000:.3f} {cpu * 1000:.3f}\n")
         if self._lines and now - self._flushed > 0.5:
             self._flush(now)
         self._arm()

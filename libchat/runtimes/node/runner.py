@@ -91,18 +91,25 @@ class NodeInstance:
         if program is None:
             self._fail(f"program {self.program} vanished from the library")
             return
-        d = self.channel.listen(rt.reactor)
-        # spawning goes through the runtime's gate (bounded concurrency, one
-        # spawn per reactor turn): see libchat/runtimes/spawning.py
-        d.addCallbacks(lambda port: self._listening(port, program.directory, program.entry,
-                                                    urgent),
+        # the socket is made when the runtime's gate grants a spawn slot
+        # (bounded concurrency, one spawn per reactor turn: see
+        # libchat/runtimes/spawning.py), not at once: bind + chmod + listen
+        # cost ~1 ms of the reactor each, and a storm of 100 new dialogs
+        # arriving in one read would otherwise pay all of them in one turn
+        self.runtime.gate.request(
+            self, lambda: self._listen(program.directory, program.entry), urgent)
+
+    def _listen(self, directory: Path, entry: Path) -> None:
+        if self.state is EXITED:  # stopped while waiting for the gate
+            return
+        d = self.channel.listen(self.runtime.reactor)
+        d.addCallbacks(lambda port: self._listening(port, directory, entry),
                        lambda f: self._fail(f"cannot listen on {self.socket_path}: "
                                             f"{f.getErrorMessage()}"))
 
-    def _listening(self, port: IListeningPort, directory: Path, entry: Path,
-                   urgent: bool) -> None:
+    def _listening(self, port: IListeningPort, directory: Path, entry: Path) -> None:
         if self.state is not EXITED:  # else: stopped while listening (port closed)
-            self.runtime.gate.request(self, lambda: self._spawn(directory, entry), urgent)
+            self._spawn(directory, entry)
 
     def _spawn(self, directory: Path, entry: Path) -> None:
         if self.state is EXITED:  # stopped while waiting for the gate
