@@ -159,6 +159,15 @@ def node_option_starts(count: int) -> dict[str, list[float]]:
     return times
 
 
+def is_node(pid: int) -> bool:
+    """A Node process (a program instance), from its command line."""
+    try:
+        argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+    except OSError:
+        return False
+    return Path(argv0.decode(errors="replace")).name.startswith("node")
+
+
 def rss(pid: int) -> int:
     """Resident memory of a process that must be alive (libchat itself)."""
     m = memory(pid)

@@ -172,7 +172,7 @@ def live_instances(server: procs.Libchat, size: dict[str, Any]) -> dict[str, Any
     try:
         line = hold.wait_line("held", 600)
         held = json.loads(line.split(" ", 1)[1])
-        kids = server.children()
+        kids = [p for p in server.children() if procs.is_node(p)]  # not the watchdog
         running = [m for m in map(procs.memory, kids) if m]
         out = {"dialogs": size["live"], "answered": held["answered"],
                "seconds_to_all_answers": held["ms"] / 1000, "instances": len(running),
