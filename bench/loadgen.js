@@ -191,8 +191,9 @@ async function storm() {
   const during = samples.filter(([s]) => s >= t0 && s <= t1).map(([, ms]) => ms);
   await c.close(talkers.concat(newcomers));
   c.shutdown();
+  // t0/t1: CLOCK_MONOTONIC ms, the clock of libchat's lag probe (libchat/lagprobe.py)
   return { storm_ms: t1 - t0, first: stats(firsts), before: stats(before), during: stats(during),
-    errors: c.errors };
+    t0, t1, errors: c.errors };
 }
 
 async function hold() {
@@ -200,8 +201,13 @@ async function hold() {
   const c = new Client(cfg.target, cfg.conns || 4);
   await c.open(dialogs);
   deadline(120000, 'hold start');
-  for (let i = 0; i < cfg.messages; i++) await Promise.all(dialogs.map((d) => c.ask(d, `m${i}`, intent())));
-  process.stdout.write('held\n');
+  const t0 = now();
+  let answered = 0;
+  for (let i = 0; i < cfg.messages; i++) {
+    const replies = await Promise.all(dialogs.map((d) => c.ask(d, `m${i}`, intent())));
+    answered = replies.length;
+  }
+  process.stdout.write(`held ${JSON.stringify({ answered, ms: now() - t0 })}\n`);
   process.stdin.resume();
   await new Promise((r) => process.stdin.on('end', r));
   await c.close(dialogs);

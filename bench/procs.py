@@ -4,6 +4,7 @@ reference echo server, the load generator; and what /proc says about them."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -64,17 +65,36 @@ class Libchat(launcher.Libchat):
     """``twistd -n libchat`` with the bench programs, its front on a Unix socket
     (the tests' launcher: bounded readiness, SIGTERM then SIGKILL)."""
 
-    def __init__(self, workdir: Path, *extra: str) -> None:
+    def __init__(self, workdir: Path, *extra: str, env: dict[str, str] | None = None,
+                 lag_probe: bool = False) -> None:
         self.front = workdir / "front.sock"
+        # the reactor stall probe (libchat/lagprobe.py): CLOCK_MONOTONIC stalls
+        self.lag_file: Path | None = workdir / "lag.txt" if lag_probe else None
+        full_env = dict(os.environ, **(env or {}))
+        if self.lag_file is not None:
+            full_env["LIBCHAT_LAG_PROBE"] = str(self.lag_file)
         super().__init__(workdir, "--front", f"unix:{self.front}",
                          "--max-programs", "2000", *extra, programs=HERE / "programs",
-                         runtime_dir=workdir, cwd=ROOT)
+                         runtime_dir=workdir, cwd=ROOT, env=full_env)
         self.start(60)
         self.target = {"kind": "front", "path": str(self.front)}
 
     @property
     def log(self) -> list[str]:
         return self.lines
+
+    def stalls(self, t0_ms: float, t1_ms: float) -> list[tuple[float, float]]:
+        """Reactor stalls the lag probe saw between two CLOCK_MONOTONIC
+        instants (ms, as the load generator reports them): (wall ms, CPU ms
+        of the reactor thread over the same interval)."""
+        if self.lag_file is None or not self.lag_file.exists():
+            return []
+        out = []
+        for line in self.lag_file.read_text().splitlines():
+            at, ms, cpu = line.split()
+            if t0_ms <= float(at) * 1000 <= t1_ms:
+                out.append((float(ms), float(cpu)))
+        return out
 
     def shutdown(self, timeout: float = 60.0) -> dict[str, Any]:
         """SIGTERM, then what a clean stop looks like: twistd logs "Server Shut
@@ -110,6 +130,42 @@ def node_start_ms(count: int) -> list[float]:
         subprocess.run(["node", "-e", "0"], check=True)
         times.append((time.perf_counter() - t0) * 1000)
     return times
+
+
+def node_option_starts(count: int) -> dict[str, list[float]]:
+    """Node's start-up with the options issue 14 asked about, ``count`` times
+    each, interleaved (so load drifts hit every variant alike): bare, and
+    loading the SDK as a program does."""
+    from libchat.runtimes.node.command import NODE_SDK_DIR
+    env = dict(os.environ, NODE_PATH=str(NODE_SDK_DIR))
+    sdk = "require('libchat')"
+    variants = {
+        "node -e 0": ["node", "-e", "0"],
+        "node --jitless -e 0": ["node", "--jitless", "-e", "0"],
+        "node -e require(sdk)": ["node", "-e", sdk],
+        "node --jitless -e require(sdk)": ["node", "--jitless", "-e", sdk],
+        "node --max-semi-space-size=1 -e require(sdk)":
+            ["node", "--max-semi-space-size=1", "-e", sdk],
+        "node --max-semi-space-size=16 -e require(sdk)":
+            ["node", "--max-semi-space-size=16", "-e", sdk],
+        "node --max-lazy -e require(sdk)": ["node", "--max-lazy", "-e", sdk],
+    }
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(count):
+        for name, argv in variants.items():
+            t0 = time.perf_counter()
+            subprocess.run(argv, check=True, env=env)
+            times[name].append((time.perf_counter() - t0) * 1000)
+    return times
+
+
+def is_node(pid: int) -> bool:
+    """A Node process (a program instance), from its command line."""
+    try:
+        argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+    except OSError:
+        return False
+    return Path(argv0.decode(errors="replace")).name.startswith("node")
 
 
 def rss(pid: int) -> int:

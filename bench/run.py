@@ -30,10 +30,12 @@ LOADS = [(1, 1), (1, 10), (10, 1), (10, 10), (100, 1), (100, 10)]
 SIZES: dict[str, dict[str, Any]] = {
     "full": dict(rounds=5, seconds=3.0, warmup=2.0, loads=LOADS, node_starts=20,
                  first=20, gap_ms=250, storm_rounds=3, storm=100, talkers=20,
-                 hold=100, hold_messages=10, fill=100_000, warm=4, variants=True),
+                 hold=100, hold_messages=10, fill=100_000, warm=4, variants=True,
+                 live=1000, option_starts=10),
     "smoke": dict(rounds=1, seconds=0.5, warmup=0.3, loads=[(1, 1), (100, 10)], node_starts=3,
                   first=3, gap_ms=150, storm_rounds=1, storm=10, talkers=5,
-                  hold=10, hold_messages=2, fill=2_000, warm=2, variants=False),
+                  hold=10, hold_messages=2, fill=2_000, warm=2, variants=False,
+                 live=20, option_starts=1),
 }
 
 
@@ -94,11 +96,27 @@ def first_replies(server: procs.Libchat, intent: str, size: dict[str, Any]) -> d
 
 
 def storms(server: procs.Libchat, size: dict[str, Any]) -> dict[str, Any]:
-    runs = [procs.loadgen({"mode": "storm", "target": server.target, "talkers": size["talkers"],
-                           "every_ms": 20, "pre_ms": 1000, "post_ms": 200,
-                           "storm": size["storm"], "talk_intent": "bench",
-                           "storm_intent": "cold"}) for _ in range(size["storm_rounds"])]
-    return {"new_dialogs": size["storm"], "talkers": size["talkers"],
+    """The storm, ``storm_rounds`` times; with the server's lag probe, the
+    reactor's longest stall during each storm (libchat/lagprobe.py)."""
+    runs = []
+    for _ in range(size["storm_rounds"]):
+        r = procs.loadgen({"mode": "storm", "target": server.target,
+                           "talkers": size["talkers"], "every_ms": 20, "pre_ms": 1000,
+                           "post_ms": 200, "storm": size["storm"], "talk_intent": "bench",
+                           "storm_intent": "cold"})
+        if server.lag_file is not None:
+            time.sleep(0.7)  # the probe writes its stalls every 0.5 s
+            stalls = server.stalls(r["t0"], r["t1"])
+            r["stall_max"] = max((ms for ms, _ in stalls), default=0.0)
+            # the reactor's own work: the CPU its thread used inside a stall
+            r["stall_cpu_max"] = max((cpu for _, cpu in stalls), default=0.0)
+            r["stall_total"] = sum(ms for ms, _ in stalls)
+        runs.append(r)
+    stall: dict[str, Any] = {}
+    if server.lag_file is not None:
+        stall = {k: spread([r[k] for r in runs])
+                 for k in ("stall_max", "stall_cpu_max", "stall_total")}
+    return {"new_dialogs": size["storm"], "talkers": size["talkers"], **stall,
             "storm_ms": spread([r["storm_ms"] for r in runs]),
             "first_p50": spread([r["first"]["p50"] for r in runs]),
             "talk_p99_before": spread([r["before"]["p99"] for r in runs]),
@@ -144,11 +162,38 @@ def memory(server: procs.Libchat, size: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def live_instances(server: procs.Libchat, size: dict[str, Any]) -> dict[str, Any]:
+    """``live`` idle dialogs of the cold program at once, each answered
+    (measured, not computed): how many instances run, libchat's RSS."""
+    before = procs.rss(server.pid)
+    hold = procs.node("loadgen.js", json.dumps({
+        "mode": "hold", "target": server.target, "dialogs": size["live"], "messages": 1,
+        "intent": "cold"}), stdin=True)
+    try:
+        line = hold.wait_line("held", 600)
+        held = json.loads(line.split(" ", 1)[1])
+        kids = [p for p in server.children() if procs.is_node(p)]  # not the watchdog
+        running = [m for m in map(procs.memory, kids) if m]
+        out = {"dialogs": size["live"], "answered": held["answered"],
+               "seconds_to_all_answers": held["ms"] / 1000, "instances": len(running),
+               "instances_private": sum(m["private"] for m in running),
+               "libchat_rss_growth": procs.rss(server.pid) - before,
+               "mem_available_during": int(Path("/proc/meminfo").read_text().split(
+                   "MemAvailable:")[1].split()[0]) * 1024}
+    finally:
+        assert hold.popen is not None and hold.popen.stdin is not None
+        hold.popen.stdin.close()
+    hold.result(300)
+    return out
+
+
 def run(size_name: str, out: Path, command: str) -> dict[str, Any]:
     size = SIZES[size_name]
     results: dict[str, Any] = {"size": size_name, "command": command, "machine": machine(),
                                "started": time.strftime("%Y-%m-%d %H:%M:%S %z")}
     results["node_start_ms"] = spread(procs.node_start_ms(size["node_starts"]))
+    results["node_options_ms"] = {name: spread(t) for name, t in
+                                  procs.node_option_starts(size["option_starts"]).items()}
     with tempfile.TemporaryDirectory(prefix="lcb-") as tmp:
         workdir = Path(tmp)
         results["reference"] = reference(workdir, size)
@@ -158,15 +203,34 @@ def run(size_name: str, out: Path, command: str) -> dict[str, Any]:
                                 for d, i in size["loads"]]
             results["first_reply"] = {"cold": first_replies(server, "cold", size),
                                       "warm": first_replies(server, "bench", size)}
-            results["storm"] = storms(server, size)
             results["memory"] = memory(server, size)
         finally:
             results["libchat_exit"] = server.shutdown()
+        # the storm on a server of its own, with the reactor lag probe (~1,000
+        # timer wakeups a second: kept off the throughput server)
+        storm_server = procs.Libchat(workdir / "storm", "--warm", str(size["warm"]),
+                                     lag_probe=True)
+        try:
+            results["storm"] = storms(storm_server, size)
+        finally:
+            storm_server.shutdown()
+        live_server = procs.Libchat(workdir / "live")
+        try:
+            results["live"] = live_instances(live_server, size)
+        finally:
+            results["live"]["exit"] = live_server.shutdown(120)
         if size["variants"]:  # the spawning choices, measured (libchat/spawning.py)
             results["storm_variants"] = []
-            for name, limit in (("unbounded spawning", "0"), ("2 booting at once", "2"),
-                                ("8 booting at once", "8")):
-                other = procs.Libchat(workdir / f"spawn{limit}", "--spawn-concurrency", limit)
+            for name, extra, env in (
+                    ("spawned by the reactor, 4 at once (before issue 14)", [],
+                     {"LIBCHAT_SPAWN": "reactor"}),
+                    ("launcher, boot at normal priority", [],
+                     {"LIBCHAT_SPAWN": "launcher-normal"}),
+                    ("unbounded spawning", ["--spawn-concurrency", "0"], {}),
+                    ("2 booting at once", ["--spawn-concurrency", "2"], {}),
+                    ("8 booting at once", ["--spawn-concurrency", "8"], {})):
+                other = procs.Libchat(workdir / f"spawn{len(results['storm_variants'])}",
+                                      *extra, env=env, lag_probe=True)
                 try:
                     results["storm_variants"].append({"name": name, "storm": storms(other, size)})
                 finally:

@@ -27,6 +27,7 @@ from libchat.doors.http import bounded_site
 from libchat.doors.memory_api import MAX_BODY, MemoryAPI
 from libchat.doors.web import app as web
 from libchat.doors.web.auth import MIN_SECRET
+from libchat.lagprobe import from_environment as lag_probe
 from libchat.options import Options, StartupError, TwistdOptions
 from libchat.runtimes.operators.book import JournalBook
 from libchat.runtimes.operators.runtime import OperatorRuntime
@@ -249,6 +250,9 @@ def makeService(options: Options, reactor: Any = None) -> LibchatService:
     top.watchdog = Watchdog(reactor, run, options["kill-grace"])
     library.rescanner(reactor).setServiceParent(top)  # scans at start, then every 5 s
     pool.setServiceParent(top)
+    probe = lag_probe(reactor)  # the benchmark's reactor stall probe (LIBCHAT_LAG_PROBE)
+    if probe is not None:
+        probe.setServiceParent(top)
     memory = MemoryAPI(router, store, reactor.seconds)
     api = listener(reactor, "api", "api", options["api"],
                    bounded_site(memory.app.resource(), MAX_BODY))

@@ -363,6 +363,10 @@ class Libchat(Process):
     def watchdog_pid(self) -> int:
         return int(self._this_run(r"watchdog started as pid (\d+)").group(1))
 
+    def spawn_launcher_pid(self) -> int:
+        """The program launcher's pid (libchat/runtimes/node/launcher.py)."""
+        return int(self._this_run(r"launcher started as pid (\d+)").group(1))
+
     def _this_run(self, pattern: str) -> re.Match[str]:
         """Like wait_log, among the lines of the current run only (after a restart)."""
         regex = re.compile(pattern)
@@ -411,14 +415,24 @@ class Libchat(Process):
             return [line for line in self.lines if BAD_LOG.search(line)]
 
     def children(self) -> list[int]:
-        """Pids of the direct children of twistd (program instances, the watchdog)."""
-        found = []
+        """Pids of the children of twistd (program instances, the watchdog);
+        the programs the launcher started count, the launcher itself does not
+        (libchat/runtimes/node/launcher.py)."""
+        parent: dict[int, int] = {}
         for entry in os.listdir("/proc"):
             if entry.isdigit():
                 try:
                     stat = Path(f"/proc/{entry}/stat").read_text()
                 except OSError:
                     continue
-                if int(stat.rsplit(")", 1)[1].split()[1]) == self.pid:
-                    found.append(int(entry))
-        return found
+                parent[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+        direct = [p for p, pp in parent.items() if pp == self.pid]
+        launchers = set()
+        for pid in direct:
+            try:
+                if b"launcher.py" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    launchers.add(pid)
+            except OSError:
+                continue
+        return [p for p in direct if p not in launchers] + [
+            p for p, pp in parent.items() if pp in launchers]

@@ -8,6 +8,11 @@ The cure is to let only a few instances boot at a time and to spawn at most
 one per reactor turn, so the reactor routes messages between spawns. The
 total time to start them all barely changes: booting Node is CPU-bound, and
 two cores boot two at a time whatever the queue does.
+
+Since issue 14 the spawn itself happens in a launcher process
+(:mod:`libchat.runtimes.node.launcher`), so a spawn no longer blocks the
+reactor; the gate still bounds how many Nodes boot at once (CPU), and an
+instance's socket is made only when its slot is granted.
 """
 
 from __future__ import annotations

@@ -71,6 +71,8 @@ def test_next_start_cleans_a_dead_run_whose_watchdog_died_too(
         grandchild, pids = start_programs(first)
         spawned[1].extend(pids)
         os.kill(first.watchdog_pid(), signal.SIGKILL)
+        # the launcher would end its children (and their groups) itself
+        os.kill(first.spawn_launcher_pid(), signal.SIGKILL)
         first.kill9()
         # the SDK makes the direct children leave; the grandchild stays
         wait_until(lambda: sum(alive(p) for p in pids) == 1, timeout=5)

@@ -36,7 +36,6 @@ class Supervisor:
         self.grace = grace
         self.on_kill = on_kill  # told before a SIGKILL (a program ignored SIGTERM)
         self.process: Any = None
-        self.pid: int | None = None
         self.exited = False
         self.terminating = False
         self._term: IDelayedCall | None = None
@@ -48,13 +47,33 @@ class Supervisor:
         ``spawnProcess`` raises."""
         self.process = self.reactor.spawnProcess(protocol, argv[0], argv, env=env, path=path,
                                                  childFDs={0: "w", 1: "r", 2: "r"})
-        self.pid = self.process.pid
         return int(self.process.pid)
+
+    def launch(self, launcher: Any, protocol: ProcessProtocol, argv: list[str],
+               env: dict[str, str], path: str | None) -> Any:
+        """Start the child through ``launcher`` (a
+        :class:`~libchat.runtimes.node.spawner.LauncherClient`): returns at
+        once, the pid is known a moment later."""
+        self.process = launcher.spawn(protocol, argv, env, path)
+        return self.process
+
+    @property
+    def pid(self) -> int | None:
+        """The child's pid (None before the spawn, or while the launcher
+        has not answered yet)."""
+        return None if self.process is None else self.process.pid
 
     def signal(self, sig: int) -> None:
         """Signal the whole group; a child that has not called setsid yet
-        has no group: signal it alone."""
-        if self.pid is None or self.exited:
+        has no group: signal it alone (so does a launched one whose pid is not
+        known yet: the launcher signals it once it is)."""
+        if self.process is None or self.exited:
+            return
+        if self.pid is None:
+            try:
+                self.process.signalProcess("KILL" if sig == signal.SIGKILL else "TERM")
+            except ProcessExitedAlready:
+                pass
             return
         try:
             os.killpg(self.pid, sig)

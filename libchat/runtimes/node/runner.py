@@ -31,6 +31,7 @@ from libchat.runtimes.node.process import Supervisor, exit_detail
 from libchat.runtimes.node.program_io import (ChildProtocol, IChannelOwner, ProgramChannel,
                                               ProgramConnection, pgid)
 from libchat.runtimes.node.reaper import make_runtime_dir
+from libchat.runtimes.node.spawner import LauncherClient, LaunchedProcess
 from libchat.runtimes.spawning import SpawnGate
 from libchat.runtimes.warmable import InstanceState, IWarmableRuntime, IWarmInstance
 
@@ -90,18 +91,25 @@ class NodeInstance:
         if program is None:
             self._fail(f"program {self.program} vanished from the library")
             return
-        d = self.channel.listen(rt.reactor)
-        # spawning goes through the runtime's gate (bounded concurrency, one
-        # spawn per reactor turn): see libchat/runtimes/spawning.py
-        d.addCallbacks(lambda port: self._listening(port, program.directory, program.entry,
-                                                    urgent),
+        # the socket is made when the runtime's gate grants a spawn slot
+        # (bounded concurrency, one spawn per reactor turn: see
+        # libchat/runtimes/spawning.py), not at once: bind + chmod + listen
+        # cost ~1 ms of the reactor each, and a storm of 100 new dialogs
+        # arriving in one read would otherwise pay all of them in one turn
+        self.runtime.gate.request(
+            self, lambda: self._listen(program.directory, program.entry), urgent)
+
+    def _listen(self, directory: Path, entry: Path) -> None:
+        if self.state is EXITED:  # stopped while waiting for the gate
+            return
+        d = self.channel.listen(self.runtime.reactor)
+        d.addCallbacks(lambda port: self._listening(port, directory, entry),
                        lambda f: self._fail(f"cannot listen on {self.socket_path}: "
                                             f"{f.getErrorMessage()}"))
 
-    def _listening(self, port: IListeningPort, directory: Path, entry: Path,
-                   urgent: bool) -> None:
+    def _listening(self, port: IListeningPort, directory: Path, entry: Path) -> None:
         if self.state is not EXITED:  # else: stopped while listening (port closed)
-            self.runtime.gate.request(self, lambda: self._spawn(directory, entry), urgent)
+            self._spawn(directory, entry)
 
     def _spawn(self, directory: Path, entry: Path) -> None:
         if self.state is EXITED:  # stopped while waiting for the gate
@@ -110,14 +118,24 @@ class NodeInstance:
         cmd = rt.command.build(directory, entry, self.socket_path, self.token, self.dialog_id,
                                rt.api_address())
         try:
-            self.process.spawn(ChildProtocol(self), cmd.argv, cmd.env, cmd.path)
+            if rt.launcher is not None:  # off the reactor: libchat/runtimes/node/launcher.py
+                launched = self.process.launch(rt.launcher, ChildProtocol(self), cmd.argv,
+                                               cmd.env, cmd.path)
+                launched.started.addCallbacks(
+                    lambda _: self._started(),
+                    lambda f: self._fail(f"cannot spawn {cmd.argv[0]}: {f.getErrorMessage()}"))
+            else:
+                self.process.spawn(ChildProtocol(self), cmd.argv, cmd.env, cmd.path)
+                self._started()
         except Exception as e:
             self._fail(f"cannot spawn {cmd.argv[0]}: {e}")
             return
+        self._later(rt.start_timeout, self._start_expired)
+
+    def _started(self) -> None:
         self.log.info("started {program} for {dialog_id} as pid {pid} ({instance_id})",
                       program=self.program, dialog_id=self.dialog_id or "(warm)", pid=self.pid,
                       instance_id=self.instance_id)
-        self._later(rt.start_timeout, self._start_expired)
 
     def _start_expired(self) -> None:
         if not self._ever_connected and self.state is not EXITED:
@@ -138,6 +156,9 @@ class NodeInstance:
         """Only the instance's own process (or one of its process group) may
         connect: a same-user foreign process that found the socket is refused
         and the instance is unaffected."""
+        launched = self.process.process
+        if self.pid is None and isinstance(launched, LaunchedProcess):
+            launched.client.settle(launched)  # connected before we read its pid
         ok = pid is not None and self.pid is not None and (
             pid == self.pid or pgid(pid) == self.pid)
         if not ok:
@@ -150,6 +171,8 @@ class NodeInstance:
         self._ever_connected = True
         self.state = RUNNING
         self.runtime.gate.release(self)
+        if isinstance(self.process.process, LaunchedProcess):
+            self.process.process.booted()  # booted at idle priority: back to normal
         self.channel.attach(connection, paused=self.runtime.events_paused)
         self.owner.instanceConnected(self)
 
@@ -258,7 +281,8 @@ class NodeRuntime:
                  max_frame: int = DEFAULT_MAX_FRAME, start_timeout: float = 10.0,
                  kill_grace: float = 5.0, base_env: dict[str, str] | None = None,
                  spawn_concurrency: int = 4, max_backlog: int | None = None,
-                 make_dir: Callable[[], Path] | None = None) -> None:
+                 make_dir: Callable[[], Path] | None = None, launcher: bool | None = None,
+                 low_priority_boot: bool = True) -> None:
         self.reactor = reactor
         self.library = library
         self._api_address = api_address
@@ -268,8 +292,17 @@ class NodeRuntime:
         self.max_frame = max_frame
         self.start_timeout = start_timeout
         self.kill_grace = kill_grace
+        if launcher is None:
+            # the benchmark's comparisons (docs/performance.md): LIBCHAT_SPAWN=reactor
+            # spawns as before issue 14; =launcher-normal boots at normal priority
+            mode = os.environ.get("LIBCHAT_SPAWN", "launcher")
+            launcher = mode != "reactor"
+            low_priority_boot = low_priority_boot and mode != "launcher-normal"
+        # spawning off the reactor thread (issue 14): libchat/runtimes/node/launcher.py
+        self.launcher = (LauncherClient(reactor, kill_grace, low_priority=low_priority_boot)
+                         if launcher else None)
         self.command = NodeCommand(node, dict(os.environ if base_env is None else base_env),
-                                   magic, max_frame)
+                                   magic, max_frame, wrap=not launcher)
         self._ids = itertools.count(1)
         self._live: dict[str, NodeInstance] = {}
         # unread bytes a program may leave before it is stopped: one frame of
@@ -344,6 +377,9 @@ class NodeRuntime:
                                consumeErrors=True)
         d.addBoth(lambda _: defer.DeferredList(list(self.ports_closing), consumeErrors=True))
         d.addBoth(lambda _: self._cleanup())
+        if self.launcher is not None:
+            launcher = self.launcher
+            d.addBoth(lambda _: launcher.stop())
         return d
 
     def _cleanup(self) -> None:
