@@ -39,6 +39,7 @@ import random
 import time
 import uuid
 import weakref
+from collections import OrderedDict
 from functools import partial
 from typing import Any, Callable
 
@@ -73,6 +74,7 @@ FORWARD_TIMEOUT = 5.0
 SWEEP_EVERY = 1.0
 MAX_HOPS = 3
 KEPT_PAGE = 100
+MAX_OWNERS = 100_000  # dialog owners remembered by a forwarding node
 REDO = object()  # the receipt of a node that no longer owns the dialog
 
 
@@ -185,6 +187,9 @@ class ClusterRouter:
             weakref.WeakValueDictionary())
         self._fallbacks: dict[str, ChannelFallback] = {}
         self._chains: dict[str, defer.Deferred[None]] = {}
+        # owners of dialogs this node forwarded for (a claim round trip saved
+        # per event; a node that no longer owns one answers "redo")
+        self._owners: OrderedDict[str, str] = OrderedDict()
         self._waiting: dict[str, defer.Deferred[dict[str, Any]]] = {}
         self._sweep: task.LoopingCall | None = None
         self._sweeping = False
@@ -350,14 +355,18 @@ class ClusterRouter:
                     break
                 if self.store.owns(dialog_id):
                     return (yield self._local(up, event))
-                owner = yield self._own(dialog_id)
+                owner = self._owners.get(dialog_id)
+                if owner is None or owner in self.dead or forwarded:
+                    owner = yield self._own(dialog_id)
                 if owner == self.node_id:
                     return (yield self._local(up, event))
                 if forwarded:
                     return REDO
+                self._remember_owner(dialog_id, owner)
                 answer = yield self._forward(owner, up, event)
                 if answer is not REDO:
                     return answer
+                self._owners.pop(dialog_id, None)  # it moved: ask Redis again
         except Exception:
             return self._failed(Failure(), event)
         return unavailable(dialog_id, event.get("message_id"))
@@ -375,6 +384,12 @@ class ClusterRouter:
         return own.node
 
     # -- forwarding ---------------------------------------------------------------------
+
+    def _remember_owner(self, dialog_id: str, owner: str) -> None:
+        self._owners[dialog_id] = owner
+        self._owners.move_to_end(dialog_id)
+        if len(self._owners) > MAX_OWNERS:
+            self._owners.popitem(last=False)
 
     def send(self, node: str, message: dict[str, Any]) -> "defer.Deferred[None]":
         d = self.bus.send(node, dumps(message))

@@ -1,0 +1,163 @@
+"""The cluster router's rules on the verified fakes and one task.Clock: two
+nodes in one process sharing a FakeRedis world (docs/scaleout.md). The same
+behaviour on real processes and a real redis-server: test_nodes.py and
+test_node_failures.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.internet import task
+
+from libchat.cluster.dialogs import SharedDialogStore
+from libchat.cluster.lease import NodeLease
+from libchat.cluster.router import ClusterRouter
+from libchat.cluster.testing import FakeBus, FakeClusterStore, FakeRedis
+from libchat.core.library import ProgramLibrary
+from libchat.core.router import Router
+from libchat.interfaces import Receipt
+from libchat.protocol import codes
+from libchat.testing import FakeRuntime, FakeUpstream
+
+from ..helpers import make_program, user_message
+
+
+class Node:
+    def __init__(self, name: str, world: FakeRedis, programs: Path) -> None:
+        self.clock = world.clock
+        self.cluster = FakeClusterStore(world)
+        self.lease = NodeLease(self.cluster, name, self.clock, on_lost=self.lost,
+                               on_healthy=self.healthy)
+        self.store = SharedDialogStore(self.cluster, self.clock, lambda: self.lease.incarnation)
+        self.runtime = FakeRuntime()
+        library = ProgramLibrary([programs], now=self.clock.seconds)
+        self.engine = Router(self.clock, library, self.runtime, self.store, kill_grace=2)
+        self.router = ClusterRouter(self.engine, self.store, self.cluster, FakeBus(world),
+                                    self.lease, self.clock, name, wall=self.clock.seconds)
+        self.router.start()
+        self.up = FakeUpstream()
+        self.lease.start()
+        self.router.join()
+        self.router.attach(self.up)
+
+    def lost(self) -> None:
+        self.router.lease_lost()
+
+    def healthy(self) -> None:
+        self.router.lease_healthy()
+
+    def send(self, event: dict[str, Any]) -> Receipt:
+        """Route one event and let the fake world answer; the receipt."""
+        result = self.router.receive(self.up, event)
+        self.clock.advance(0)
+        got: list[Receipt] = []
+        if isinstance(result, Receipt):
+            return result
+        result.addCallback(got.append)
+        self.clock.advance(0)
+        assert got, "no receipt"
+        return got[0]
+
+    def stop_sweeping(self) -> None:
+        if self.router._sweep is not None and self.router._sweep.running:
+            self.router._sweep.stop()
+
+
+@pytest.fixture
+def world() -> FakeRedis:
+    return FakeRedis(task.Clock())
+
+
+@pytest.fixture
+def programs(tmp_path: Path) -> Path:
+    make_program(tmp_path / "programs", "echo", keywords=["echo"])
+    return tmp_path / "programs"
+
+
+def settle(world: FakeRedis) -> None:
+    for _ in range(3):
+        world.clock.advance(0)
+
+
+def run_for(world: FakeRedis, seconds: float, step: float = 0.25) -> None:
+    """Let the clock run (every timer fires in its turn, as on a reactor)."""
+    for _ in range(int(seconds / step)):
+        world.clock.advance(step)
+
+
+def test_an_event_received_by_another_node_reaches_the_owners_instance_once(
+        world: FakeRedis, programs: Path) -> None:
+    a, b = Node("a", world, programs), Node("b", world, programs)
+    assert a.send(user_message("echo one")).seq == 1
+    receipt = b.send(user_message("echo two", message_id="m2"))
+    settle(world)
+    assert receipt.ok and receipt.seq == 2
+    assert b.runtime.started == []
+    (instance,) = a.runtime.started
+    assert [e["messages"]["content"] for e in instance.sent] == ["echo one", "echo two"]
+    # its reply goes to b's upstream, which sent last (the fake answers at once)
+    instance.say({"event_type": codes.REPLY, "messages": {"content": "hi"}})
+    settle(world)
+    assert b.up.types() == [codes.REPLY] and a.up.types() == []
+    assert [e.seq for e in world.dialogs.values()] == [3]
+
+
+def test_a_write_redis_does_not_take_is_never_acknowledged_nor_delivered(
+        world: FakeRedis, programs: Path) -> None:
+    a = Node("a", world, programs)
+    a.send(user_message("echo one"))
+    (instance,) = a.runtime.started
+    world.down = True
+    receipt = a.send(user_message("echo two", message_id="m2"))
+    assert receipt.error is not None and receipt.error["code"] == codes.INTERNAL_ERROR
+    assert instance.gone  # the dialog is forgotten: its instance stopped
+    before = list(a.up.events)
+    instance.say({"event_type": codes.REPLY, "messages": {"content": "late"}})
+    settle(world)
+    assert a.up.events == before  # a stopped instance of a forgotten dialog reaches no one
+    world.down = False
+    # the next event claims it again from Redis: one 2002 program_exited first
+    receipt = a.send(user_message("echo three", message_id="m3"))
+    settle(world)
+    assert receipt.ok
+    ended = [e for e in a.up.events if e["event_type"] == codes.ENDED]
+    assert [e["reason"] for e in ended] == [codes.PROGRAM_EXITED]
+    assert len(a.runtime.started) == 2
+
+
+def test_a_dead_nodes_dialogs_are_adopted_by_a_steady_survivor_with_one_2002(
+        world: FakeRedis, programs: Path, logged: Any) -> None:
+    logged.allow("stops acknowledging")
+    a, b = Node("a", world, programs), Node("b", world, programs)
+    a.send(user_message("echo one"))
+    run_for(world, 11)  # b has been steady for a whole lease; a keeps its lease too
+    assert b.router.adopted == 0
+    a.stop_sweeping()
+    a.lease._loop.stop()  # a dies: no more refreshes
+    run_for(world, 11)  # its lease runs out; b's sweep adopts
+    assert b.router.adopted == 1
+    ended = [e for e in b.up.events if e["event_type"] == codes.ENDED]
+    assert [(e["dialog_id"], e["reason"]) for e in ended] == [("d1", codes.PROGRAM_EXITED)]
+    run_for(world, 5)  # later sweeps adopt nothing more
+    assert b.router.adopted == 1
+    receipt = b.send(user_message("echo again", message_id="m9"))
+    settle(world)
+    assert receipt.ok and len(b.runtime.started) == 1
+
+
+def test_a_node_that_loses_its_lease_stops_its_instances_and_acknowledges_nothing(
+        world: FakeRedis, programs: Path, logged: Any) -> None:
+    logged.allow("stops acknowledging")
+    a = Node("a", world, programs)
+    a.send(user_message("echo one"))
+    (instance,) = a.runtime.started
+    world.down = True
+    run_for(world, 7.5)  # lost_after: no refresh for 7 s
+    assert instance.gone and not a.router.ready
+    receipt = a.send(user_message("echo two", message_id="m2"))
+    assert receipt.error is not None and receipt.error["code"] == codes.INTERNAL_ERROR
+    world.down = False
+    run_for(world, 2.5)  # the next refresh succeeds: serving again
+    assert a.router.ready
