@@ -234,8 +234,12 @@ def makeService(options: Options, reactor: Any = None) -> LibchatService:
     # human operators (docs/operators.md): the queue and assignments are journaled
     desk = OperatorRuntime(reactor, JournalBook(Path(options["data"]) / ".operators", run_io))
     runtimes["operators"] = desk
+    switch: Any = RuntimeSwitch(library, runtimes)
+    if node is not None:  # programs see only what Redis has (libchat.cluster.gate)
+        from libchat.cluster.gate import GatedRuntime
+        switch = GatedRuntime(switch, node.store)
     engine = Router(
-        reactor, library, RuntimeSwitch(library, runtimes), store,
+        reactor, library, switch, store,
         idle_timeout=options["idle-timeout"], max_programs=options["max-programs"],
         kill_grace=options["kill-grace"], background_limit=options["background-limit"],
     )

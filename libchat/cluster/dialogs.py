@@ -169,11 +169,14 @@ class SharedDialogStore(MemoryStore):
 
     # -- writing ----------------------------------------------------------------------
 
-    def synced(self, dialog_id: str) -> "defer.Deferred[None]":
+    def synced(self, dialog_id: str, owned: bool = False) -> "defer.Deferred[None]":
         """Fires once every change made so far to the dialog is in Redis; fails
-        if one was not (the dialog is then broken). Unowned: at once."""
+        if one was not (the dialog is then broken). Unowned: at once, or with
+        ``owned`` (the caller just recorded something in it) a failure."""
         s = self._sync.get(dialog_id)
         if s is None:
+            if owned:
+                return defer.fail(KeyError(f"dialog {dialog_id} is no longer owned here"))
             return defer.succeed(None)
         if dialog_id in self._turn:
             self._write(dialog_id, self._turn.pop(dialog_id))

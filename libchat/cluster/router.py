@@ -50,6 +50,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from libchat.cluster.dialogs import SharedDialogStore
+from libchat.cluster.gate import gate
 from libchat.cluster.interfaces import IBus, IClusterStore, StaleFence
 from libchat.core.router import Router
 from libchat.core.transcript import after as entries_after
@@ -104,20 +105,6 @@ class GatedUpstream:
 
     def deliver(self, event: dict[str, Any]) -> None:
         gate(self.store, event, self.real.deliver)
-
-
-def gate(store: SharedDialogStore, event: dict[str, Any],
-         send: Callable[[dict[str, Any]], object]) -> None:
-    """``send(event)`` once the event's dialog is written; dropped if it is not."""
-    dialog_id = event.get("dialog_id")
-    if not isinstance(dialog_id, str) or not store.owns(dialog_id):
-        send(event)  # a 2004 or 2002 about no dialog this node owns: nothing to wait for
-        return
-    d = store.synced(dialog_id)
-    d.addCallback(lambda _: send(event))
-    d.addErrback(lambda f: log.info("cluster: not delivering a {etype} of {dialog_id}: {why}",
-                                    etype=event.get("event_type"), dialog_id=dialog_id,
-                                    why=f.getErrorMessage()))
 
 
 @implementer(IUpstream)
@@ -249,6 +236,9 @@ class ClusterRouter:
                     yield self.cluster.upstream_leave(channel, self.node_id)
                 except Exception:
                     pass
+        # the others stop forwarding here at once, not at their next sweep
+        yield defer.DeferredList([self.send(n, {"t": "bye", "node": self.node_id})
+                                  for n in sorted(self.live - {self.node_id})])
         log.info("cluster: node {node} released {n} dialogs", node=self.node_id, n=released)
 
     # -- IRouter: upstreams -------------------------------------------------------------
@@ -317,7 +307,7 @@ class ClusterRouter:
         receipt = self.engine.receive(up, event)
         if not receipt.ok:
             return receipt  # nothing was recorded
-        d = self.store.synced(event["dialog_id"])
+        d = self.store.synced(event["dialog_id"], owned=receipt.seq is not None)
         return d.addCallbacks(lambda _: receipt, lambda f: self._failed(f, event))
 
     def _failed(self, f: Failure, event: dict[str, Any]) -> Receipt:
@@ -356,7 +346,9 @@ class ClusterRouter:
                 if self.store.owns(dialog_id):
                     return (yield self._local(up, event))
                 owner = self._owners.get(dialog_id)
-                if owner is None or owner in self.dead or forwarded:
+                # only a node seen holding its lease at the last sweep is
+                # trusted without asking Redis (a dead one leaves `nodes`)
+                if owner is None or owner not in self.live or forwarded:
                     owner = yield self._own(dialog_id)
                 if owner == self.node_id:
                     return (yield self._local(up, event))
@@ -416,6 +408,7 @@ class ClusterRouter:
         if answer.get("redo"):
             return REDO
         if answer.get("timeout"):
+            self._owners.pop(event["dialog_id"], None)
             log.warn("cluster: node {node} did not answer for {dialog_id} in {s}s",
                      node=node, dialog_id=event["dialog_id"], s=self.forward_timeout)
             return unavailable(event["dialog_id"], event.get("message_id"))
@@ -439,6 +432,15 @@ class ClusterRouter:
             self._out(message)
         elif kind == "kept":
             self._drain_kept(message["ch"])
+        elif kind == "bye":
+            self._gone(message["node"])
+
+    def _gone(self, node: str) -> None:
+        """A node left (SIGTERM): nothing more is forwarded to it."""
+        self.live.discard(node)
+        self.dead.add(node)
+        for dialog_id in [d for d, n in self._owners.items() if n == node]:
+            del self._owners[dialog_id]
 
     def _forwarded(self, message: dict[str, Any]) -> None:
         event = message["e"]
@@ -448,8 +450,8 @@ class ClusterRouter:
                      dialog_id=event.get("dialog_id"), node=message.get("from"))
             return
         reply: dict[str, Any] = {"t": "rc", "id": message["id"]}
-        if not self.ready:
-            reply["error"] = unavailable(event.get("dialog_id"), event.get("message_id")).error
+        if not self.ready:  # no lease: the dialog may be another node's by now
+            reply["redo"] = True
             self.send(message["from"], reply)
             return
         up = self._upstream_for(message["from"], message["up"], message["ch"])

@@ -12,6 +12,7 @@ import pytest
 from twisted.internet import task
 
 from libchat.cluster.dialogs import SharedDialogStore
+from libchat.cluster.gate import GatedRuntime
 from libchat.cluster.lease import NodeLease
 from libchat.cluster.router import ClusterRouter
 from libchat.cluster.testing import FakeBus, FakeClusterStore, FakeRedis
@@ -33,7 +34,8 @@ class Node:
         self.store = SharedDialogStore(self.cluster, self.clock, lambda: self.lease.incarnation)
         self.runtime = FakeRuntime()
         library = ProgramLibrary([programs], now=self.clock.seconds)
-        self.engine = Router(self.clock, library, self.runtime, self.store, kill_grace=2)
+        self.engine = Router(self.clock, library, GatedRuntime(self.runtime, self.store),
+                             self.store, kill_grace=2)
         self.router = ClusterRouter(self.engine, self.store, self.cluster, FakeBus(world),
                                     self.lease, self.clock, name, wall=self.clock.seconds)
         self.router.start()
