@@ -237,8 +237,12 @@ class ClusterRouter:
                 except Exception:
                     pass
         # the others stop forwarding here at once, not at their next sweep
+        try:
+            others = (yield self.cluster.nodes()) - {self.node_id}
+        except Exception:
+            others = self.live - {self.node_id}
         yield defer.DeferredList([self.send(n, {"t": "bye", "node": self.node_id})
-                                  for n in sorted(self.live - {self.node_id})])
+                                  for n in sorted(others)])
         log.info("cluster: node {node} released {n} dialogs", node=self.node_id, n=released)
 
     # -- IRouter: upstreams -------------------------------------------------------------
@@ -437,6 +441,7 @@ class ClusterRouter:
 
     def _gone(self, node: str) -> None:
         """A node left (SIGTERM): nothing more is forwarded to it."""
+        log.info("cluster: node {node} left", node=node)
         self.live.discard(node)
         self.dead.add(node)
         for dialog_id in [d for d, n in self._owners.items() if n == node]:
