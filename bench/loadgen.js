@@ -6,7 +6,9 @@
 //
 // config.mode:
 //   throughput  closed loop: `dialogs` dialogs x `inflight` messages in flight,
-//               `rounds` windows of `seconds` each after `warmup` seconds
+//               `rounds` windows of `seconds` each after `warmup` seconds;
+//               with `marks`, prints `round-start N`/`round-end N` around each
+//               window (bench/cpu.py reads /proc CPU times at those lines)
 //   first       `count` new dialogs one after another (`gap_ms` apart): the
 //               latency of each first reply
 //   storm       `talkers` dialogs each sending every `every_ms`; after `pre_ms`,
@@ -139,10 +141,13 @@ async function throughput() {
   const rounds = [];
   for (let r = 0; r < cfg.rounds; r++) {
     count = 0; lat = [];
+    if (cfg.marks) process.stdout.write(`round-start ${r}\n`); // bench/cpu.py samples /proc
     const t0 = now();
     await sleep(cfg.seconds * 1000);
     const secs = (now() - t0) / 1000;
-    rounds.push(Object.assign({ rate: count / secs }, stats(lat)));
+    const done = count;
+    if (cfg.marks) process.stdout.write(`round-end ${r}\n`);
+    rounds.push(Object.assign({ rate: done / secs, count: done }, stats(lat)));
   }
   running = false;
   while (c.pending.size) await sleep(5);

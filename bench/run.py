@@ -1,11 +1,14 @@
-"""The benchmark: ``python -m bench [--smoke] [--out DIR]``.
+"""The benchmark: ``python -m bench [--smoke | --hot] [--out DIR]``.
 
 Runs the reference bounds (Node<->Node and Python->Node echo over Unix
 sockets), then a real ``twistd -n libchat`` with real Node programs driven by
 the Node load generator through the front protocol, and writes
 ``results.json``, ``RESULTS.md`` and ``latency.png`` to the output directory.
 Every figure is measured over several rounds and reported as the median with
-its spread (min-max) across rounds.
+its spread (min-max) across rounds. At 100 dialogs x 10 in flight the CPU of
+twistd and of its programs is read from /proc (:mod:`bench.cpu`), with the SDK
+echo program and with a plain-``net`` one; ``--hot`` runs only those
+per-message figures.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import procs, report
+from bench import cpu, procs, report
 
 # (dialogs, in flight per dialog) for the closed-loop runs, light to heavy
 LOADS = [(1, 1), (1, 10), (10, 1), (10, 10), (100, 1), (100, 10)]
@@ -32,6 +35,9 @@ SIZES: dict[str, dict[str, Any]] = {
                  first=20, gap_ms=250, storm_rounds=3, storm=100, talkers=20,
                  hold=100, hold_messages=10, fill=100_000, warm=4, variants=True,
                  live=1000, option_starts=10),
+    # python -m bench --hot: the per-message figures only, for profiling rounds
+    "hot": dict(rounds=3, seconds=3.0, warmup=2.0, loads=[(1, 1), (100, 10)], warm=4,
+                variants=False),
     "smoke": dict(rounds=1, seconds=0.5, warmup=0.3, loads=[(1, 1), (100, 10)], node_starts=3,
                   first=3, gap_ms=150, storm_rounds=1, storm=10, talkers=5,
                   hold=10, hold_messages=2, fill=2_000, warm=2, variants=False,
@@ -66,13 +72,27 @@ def machine() -> dict[str, Any]:
 
 
 def closed_loop(target: dict[str, Any], dialogs: int, inflight: int, size: dict[str, Any],
-                intent: str | None = None) -> dict[str, Any]:
-    r = procs.loadgen({"mode": "throughput", "target": target, "dialogs": dialogs,
-                       "inflight": inflight, "rounds": size["rounds"],
-                       "seconds": size["seconds"], "warmup": size["warmup"], "intent": intent})
+                intent: str | None = None, cpu_of: int | None = None) -> dict[str, Any]:
+    """Closed-loop throughput and latency; with ``cpu_of`` (twistd's pid) also
+    the CPU per routed round trip of twistd and of its programs, in µs."""
+    config = {"mode": "throughput", "target": target, "dialogs": dialogs,
+              "inflight": inflight, "rounds": size["rounds"],
+              "seconds": size["seconds"], "warmup": size["warmup"], "intent": intent}
+    if cpu_of is None:
+        r = procs.loadgen(config)
+    else:
+        gen = cpu.CpuLoadgen(config, cpu_of)
+        r = gen.result(600)
     rounds = r["rounds"]
-    return {"dialogs": dialogs, "inflight": inflight, "errors": r["errors"],
-            **{k: spread([x[k] for x in rounds]) for k in ("rate", "p50", "p90", "p99")}}
+    out = {"dialogs": dialogs, "inflight": inflight, "errors": r["errors"],
+           **{k: spread([x[k] for x in rounds]) for k in ("rate", "p50", "p90", "p99")}}
+    if cpu_of is not None:
+        used = gen.windows()
+        out["intent"] = intent
+        out["twistd_us"] = spread([w["twistd"] / x["count"] * 1e6 for w, x in zip(used, rounds)])
+        out["program_us"] = spread([w["programs"] / x["count"] * 1e6
+                                    for w, x in zip(used, rounds)])
+    return out
 
 
 def reference(workdir: Path, size: dict[str, Any]) -> dict[str, Any]:
@@ -187,39 +207,46 @@ def live_instances(server: procs.Libchat, size: dict[str, Any]) -> dict[str, Any
     return out
 
 
-def run(size_name: str, out: Path, command: str) -> dict[str, Any]:
+def run(size_name: str, out: Path, command: str, hot: bool = False) -> dict[str, Any]:
     size = SIZES[size_name]
     results: dict[str, Any] = {"size": size_name, "command": command, "machine": machine(),
                                "started": time.strftime("%Y-%m-%d %H:%M:%S %z")}
-    results["node_start_ms"] = spread(procs.node_start_ms(size["node_starts"]))
-    results["node_options_ms"] = {name: spread(t) for name, t in
-                                  procs.node_option_starts(size["option_starts"]).items()}
+    if not hot:
+        results["node_start_ms"] = spread(procs.node_start_ms(size["node_starts"]))
+        results["node_options_ms"] = {name: spread(t) for name, t in
+                                      procs.node_option_starts(size["option_starts"]).items()}
     with tempfile.TemporaryDirectory(prefix="lcb-") as tmp:
         workdir = Path(tmp)
         results["reference"] = reference(workdir, size)
         server = procs.Libchat(workdir / "main", "--warm", str(size["warm"]))
         try:
-            results["loads"] = [closed_loop(server.target, d, i, size, "bench")
+            # twistd's and the programs' CPU at 100x10, SDK echo and plain-net echo
+            results["loads"] = [closed_loop(server.target, d, i, size, "bench",
+                                            cpu_of=server.pid if (d, i) == (100, 10) else None)
                                 for d, i in size["loads"]]
-            results["first_reply"] = {"cold": first_replies(server, "cold", size),
-                                      "warm": first_replies(server, "bench", size)}
-            results["memory"] = memory(server, size)
+            results["netecho"] = closed_loop(server.target, 100, 10, size, "netecho",
+                                             cpu_of=server.pid)
+            if not hot:
+                results["first_reply"] = {"cold": first_replies(server, "cold", size),
+                                          "warm": first_replies(server, "bench", size)}
+                results["memory"] = memory(server, size)
         finally:
             results["libchat_exit"] = server.shutdown()
-        # the storm on a server of its own, with the reactor lag probe (~1,000
-        # timer wakeups a second: kept off the throughput server)
-        storm_server = procs.Libchat(workdir / "storm", "--warm", str(size["warm"]),
-                                     lag_probe=True)
-        try:
-            results["storm"] = storms(storm_server, size)
-        finally:
-            storm_server.shutdown()
-        live_server = procs.Libchat(workdir / "live")
-        try:
-            results["live"] = live_instances(live_server, size)
-        finally:
-            results["live"]["exit"] = live_server.shutdown(120)
-        if size["variants"]:  # the spawning choices, measured (libchat/spawning.py)
+        if not hot:
+            # the storm on a server of its own, with the reactor lag probe (~1,000
+            # timer wakeups a second: kept off the throughput server)
+            storm_server = procs.Libchat(workdir / "storm", "--warm", str(size["warm"]),
+                                         lag_probe=True)
+            try:
+                results["storm"] = storms(storm_server, size)
+            finally:
+                storm_server.shutdown()
+            live_server = procs.Libchat(workdir / "live")
+            try:
+                results["live"] = live_instances(live_server, size)
+            finally:
+                results["live"]["exit"] = live_server.shutdown(120)
+        if size["variants"] and not hot:  # the spawning choices, measured (libchat/spawning.py)
             results["storm_variants"] = []
             for name, extra, env in (
                     ("spawned by the reactor, 4 at once (before issue 14)", [],
@@ -238,19 +265,22 @@ def run(size_name: str, out: Path, command: str) -> dict[str, Any]:
     results["machine"]["loadavg_after"] = Path("/proc/loadavg").read_text().split()[:3]
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    report.write(results, out)
+    if not hot:
+        report.write(results, out)
     return results
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes for CI (< 60 s)")
+    parser.add_argument("--hot", action="store_true", help="only the per-message figures "
+                        "(reference bounds, closed loops, CPU per round trip)")
     parser.add_argument("--out", type=Path, help="output directory "
                         "(default: bench/ for a full run, bench/out/ for --smoke)")
     args = parser.parse_args(argv)
-    size = "smoke" if args.smoke else "full"
-    out = args.out or (procs.HERE / "out" if args.smoke else procs.HERE)
-    command = "python -m bench" + (" --smoke" if args.smoke else "")
-    results = run(size, out, command)
-    sys.stdout.write(report.markdown(results))
+    size = "smoke" if args.smoke else "hot" if args.hot else "full"
+    out = args.out or (procs.HERE / "out" if args.smoke or args.hot else procs.HERE)
+    command = "python -m bench" + (" --smoke" if args.smoke else " --hot" if args.hot else "")
+    results = run(size, out, command, hot=args.hot)
+    sys.stdout.write(report.hot_markdown(results) if args.hot else report.markdown(results))
     return 0

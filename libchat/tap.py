@@ -9,6 +9,7 @@ first), the flush is a :class:`TimerService`.
 
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -117,6 +118,41 @@ class FlushService(TimerService):
         d = super().stopService()  # waits for a flush under way
         d.addCallback(lambda _: self._flush())
         return d
+
+
+class CollectorService(TimerService):
+    """Keeps the cyclic garbage collector off the long-lived data.
+
+    Transcript entries, dialog records and memory live as long as the server
+    and hold no cycles, but CPython's collector rescans them whenever the
+    oldest generation grows by a quarter: with transcripts growing under load
+    that cost ~10 µs of the ~25 µs the router spends per routed round trip,
+    and full collections stalled the reactor for up to a second
+    (``python -m bench.route``, docs/performance.md). Every ``interval``
+    seconds what survived is moved to the permanent generation
+    (``gc.freeze``), which collections skip. Objects frozen while alive that
+    later become cyclic garbage (a closed connection's protocol and
+    transport) would never be reclaimed, so every ``thaw`` seconds everything
+    is unfrozen and collected once, then frozen again.
+    """
+
+    def __init__(self, interval: float = 5.0, thaw: float = 3600.0,
+                 clock: Any = None) -> None:
+        super().__init__(interval, self._freeze)
+        if clock is not None:
+            self.clock = clock
+        self.thaw = thaw
+        self._last_thaw: float | None = None
+
+    def _freeze(self) -> None:
+        now = self.clock.seconds() if self.clock is not None else 0.0
+        if self._last_thaw is None:
+            self._last_thaw = now
+        elif now - self._last_thaw >= self.thaw:
+            self._last_thaw = now
+            gc.unfreeze()
+            gc.collect()
+        gc.freeze()
 
 
 class LibchatService(service.MultiService):
@@ -266,6 +302,7 @@ def makeService(options: Options, reactor: Any = None) -> LibchatService:
     for description in options["front"]:
         listener(reactor, "front", "front", description, front_factory).setServiceParent(top)
     FlushService(store, options["flush-interval"], reactor).setServiceParent(top)
+    CollectorService(clock=reactor).setServiceParent(top)
     hooks = make_platforms(options, reactor, router, run_io, node)
     if hooks is not None:
         hooks.setServiceParent(top)

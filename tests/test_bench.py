@@ -21,8 +21,12 @@ def test_bench_smoke_runs_and_writes_its_reports(tmp_path: Path) -> None:
                           cwd=ROOT, capture_output=True, text=True, timeout=180, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
-    for key in ("reference", "loads", "first_reply", "storm", "memory", "node_start_ms"):
+    for key in ("reference", "loads", "first_reply", "storm", "memory", "node_start_ms",
+                "netecho"):
         assert key in results, key
+    heavy = next(x for x in results["loads"] if (x["dialogs"], x["inflight"]) == (100, 10))
+    for load in (heavy, results["netecho"]):  # CPU per round trip read from /proc
+        assert load["twistd_us"]["median"] > 0 and load["program_us"]["median"] > 0
     assert results["libchat_exit"]["clean"]  # twistd stopped cleanly, programs included
     assert results["storm"]["errors"] == 0
     assert "### Targets" in (tmp_path / "RESULTS.md").read_text()

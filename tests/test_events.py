@@ -71,6 +71,22 @@ class EventTests(LogCheckMixin, SynchronousTestCase):
         assert event["message_id"].startswith("msg-")
         assert event["messages"] == {"content": "hi", "attachments": []}
 
+    def test_a_known_dialog_gets_the_same_answers_as_a_new_one(self) -> None:
+        """The one-pass check of a plain 1001 (dialog id seen before) gives
+        what the full validation gives, for good and bad bodies alike."""
+        from libchat.protocol.events import check_upstream, decode_body
+        good = msg(dialog_id="seen-1", message_id="m1",
+                   messages={"content": "hi", "attachments": [{"k": 1}]})
+        raw = json.dumps(good).encode()
+        first = parse_upstream(1001, raw)  # the dialog id becomes known
+        assert parse_upstream(1001, raw) == first == check_upstream(decode_body(1001, raw))
+        assert list(first) == ["event_type", "dialog_id", "user_id", "message_id", "messages"]
+        for bad in MISSING_OR_WRONG_FIELDS:
+            bad = dict(bad, dialog_id="seen-1") if "dialog_id" in bad else bad
+            for _ in range(2):
+                raw = json.dumps(bad).encode()
+                assert code_of(1001, raw) == codes.BAD_REQUEST, bad
+
     def test_unknown_fields_are_not_forwarded(self) -> None:
         event = parse_upstream(1001, json.dumps(msg(evil="x", intent="echo")).encode())
         assert "evil" not in event and event["intent"] == "echo"

@@ -5,6 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
+from libchat.jsonc import dumps as json_dumps
+from libchat.storage import snapshot
+from libchat.storage.atomic import write_atomic
 from libchat.storage.records import CLOSED, DialogRecord
 from libchat.storage.snapshot import RecordEncoder
 from libchat.storage.store import JsonFileStore
@@ -28,16 +33,34 @@ def test_file_is_the_record_as_json() -> None:
         assert json.loads(RecordEncoder(min_cached=4).encode(r)) == r.to_json()
 
 
-def test_later_flushes_encode_only_new_entries_and_stay_exact() -> None:
+def test_later_flushes_encode_only_new_entries_and_stay_exact(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     enc = RecordEncoder(min_cached=4)
     r = record(10)
     enc.encode(r)
-    first = enc._cache["d1"].chunks[0]
+    kept = enc._cache["d1"].body
+    before = bytes(kept)
+    encoded: list[object] = []
+    monkeypatch.setattr(snapshot, "dumps", lambda e: encoded.append(e) or json_dumps(e))
     add(r, 10)
     r.remember("prog", "k", {"v": 1}, 3.0)
     data = enc.encode(r)
     assert json.loads(data) == r.to_json()
-    assert enc._cache["d1"].chunks[0] is first  # not re-encoded
+    assert encoded == [r.messages[10]]  # only the new entry was encoded
+    assert enc._cache["d1"].body is kept and kept.startswith(before)  # appended to
+
+
+def test_a_file_written_in_parts_equals_the_encoding(tmp_path: Path) -> None:
+    enc = RecordEncoder(min_cached=4)
+    r = record(40)
+    write_atomic(tmp_path, "d1.json", enc.encode_parts(r.to_json(), r.messages))
+    assert (tmp_path / "d1.json").read_bytes() == RecordEncoder(min_cached=4).encode(r)
+    add(r, 40)  # the kept transcript grows after a write (no view of it is left)
+    write_atomic(tmp_path, "d1.json", enc.encode_parts(r.to_json(), r.messages))
+    assert json.loads((tmp_path / "d1.json").read_bytes()) == r.to_json()
+    many = [b"%d," % i for i in range(3000)]  # more buffers than one writev takes
+    write_atomic(tmp_path, "many", many)
+    assert (tmp_path / "many").read_bytes() == b"".join(many)
 
 
 def test_a_replaced_or_rewritten_transcript_is_encoded_afresh() -> None:

@@ -16,7 +16,7 @@ from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.protocol import Factory, ServerFactory
 from twisted.internet.task import Clock
 
-from libchat.tap import FlushService, LibchatService, Listener, StartupError
+from libchat.tap import CollectorService, FlushService, LibchatService, Listener, StartupError
 
 from .serving import Server, message
 
@@ -211,3 +211,25 @@ def test_a_program_can_still_save_memory_while_the_server_stops(
     yield server.stop()
     record = json.loads((server.data / "bye.json").read_text())
     assert record["memory"]["saver"]["bye"]["value"] == "saved while stopping"
+
+
+def test_the_collector_service_freezes_survivors_and_thaws_them_hourly(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Long-lived data is kept out of collections; once per ``thaw`` it is
+    unfrozen and collected once, so cyclic garbage frozen alive is reclaimed."""
+    calls: list[str] = []
+    import gc
+    monkeypatch.setattr(gc, "freeze", lambda: calls.append("freeze"))
+    monkeypatch.setattr(gc, "unfreeze", lambda: calls.append("unfreeze"))
+    monkeypatch.setattr(gc, "collect", lambda: calls.append("collect") or 0)
+    clock = Clock()
+    svc = CollectorService(interval=5.0, thaw=60.0, clock=clock)
+    svc.startService()
+    assert calls == ["freeze"]
+    clock.advance(5.0)
+    assert calls == ["freeze"] * 2
+    for _ in range(11):
+        clock.advance(5.0)
+    assert calls[-3:] == ["unfreeze", "collect", "freeze"]
+    assert calls.count("unfreeze") == 1
+    svc.stopService()

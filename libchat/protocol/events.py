@@ -48,8 +48,22 @@ def new_message_id() -> str:
     return "msg-" + uuid.uuid4().hex[:16]
 
 
+# dialog ids already found valid: a set lookup instead of a regex per message
+# (cleared when full, so a flood of new ids costs memory only up to the bound)
+_VALID_IDS: set[str] = set()
+_VALID_IDS_MAX = 65_536
+
+
 def valid_dialog_id(value: Any) -> bool:
-    return isinstance(value, str) and DIALOG_ID.fullmatch(value) is not None
+    if value.__class__ is str and value in _VALID_IDS:
+        return True
+    if not isinstance(value, str) or DIALOG_ID.fullmatch(value) is None:
+        return False
+    if value.__class__ is str:
+        if len(_VALID_IDS) >= _VALID_IDS_MAX:
+            _VALID_IDS.clear()
+        _VALID_IDS.add(value)
+    return True
 
 
 def valid_intent(value: Any) -> bool:
@@ -82,6 +96,17 @@ def _str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _owned_messages(messages: Any, required: bool) -> dict[str, Any]:
+    """:func:`normalize_messages` for a body libchat decoded itself: an
+    already normal object is kept as it is (nobody else holds it) instead of
+    being rebuilt."""
+    if (messages.__class__ is dict and len(messages) == 2
+            and messages.get("content").__class__ is str
+            and messages.get("attachments").__class__ is list):
+        return messages  # type: ignore[no-any-return]
+    return normalize_messages(messages, required=required)
+
+
 def normalize_messages(messages: Any, *, required: bool) -> dict[str, Any]:
     """``{"content": str, "attachments": list}``; content is required upstream."""
     if not isinstance(messages, dict):
@@ -101,11 +126,12 @@ def normalize_messages(messages: Any, *, required: bool) -> dict[str, Any]:
     return {"content": content, "attachments": attachments}
 
 
-def check_upstream(event: dict[str, Any]) -> dict[str, Any]:
+def check_upstream(event: dict[str, Any], *, owned: bool = False) -> dict[str, Any]:
     """Validate a decoded upstream event (1001/1002) and fill defaults.
 
     Returns a new dict holding only the fields libchat forwards, so a front
-    service cannot smuggle fields through to a program.
+    service cannot smuggle fields through to a program. ``owned``: the event
+    was decoded here and nobody else holds it, so its parts may be reused.
     """
     etype = event["event_type"]
     dialog_id = event.get("dialog_id")
@@ -135,7 +161,8 @@ def check_upstream(event: dict[str, Any]) -> dict[str, Any]:
                        ctx_dialog)
     out["message_id"] = message_id
     try:
-        out["messages"] = normalize_messages(event.get("messages"), required=True)
+        out["messages"] = (_owned_messages(event.get("messages"), True) if owned
+                           else normalize_messages(event.get("messages"), required=True))
     except BadEvent as e:
         e.dialog_id, e.message_id = ctx_dialog, message_id
         raise
@@ -150,7 +177,30 @@ def check_upstream(event: dict[str, Any]) -> dict[str, Any]:
 
 def parse_upstream(header_type: int | None, body: bytes | str) -> dict[str, Any]:
     """Decode and validate one upstream body; raises :class:`BadEvent`."""
-    return check_upstream(decode_body(header_type, body))
+    event = decode_body(header_type, body)
+    plain = _plain_message(event)
+    return plain if plain is not None else check_upstream(event, owned=True)
+
+
+def _plain_message(event: dict[str, Any]) -> dict[str, Any] | None:
+    """The common 1001 (a dialog id seen before, no intent, normal messages)
+    checked in one pass; None sends it through :func:`check_upstream`, which
+    gives the same result for it and words every error."""
+    if event["event_type"] != codes.USER_MESSAGE or "intent" in event:
+        return None
+    dialog_id = event.get("dialog_id")
+    user_id = event.get("user_id")
+    message_id = event.get("message_id")
+    messages = event.get("messages")
+    if (dialog_id.__class__ is str and dialog_id in _VALID_IDS
+            and user_id.__class__ is str and 0 < len(user_id) <= MAX_USER_ID
+            and message_id.__class__ is str and 0 < len(message_id) <= MAX_MESSAGE_ID
+            and messages.__class__ is dict and len(messages) == 2
+            and messages.get("content").__class__ is str
+            and messages.get("attachments").__class__ is list):
+        return {"event_type": codes.USER_MESSAGE, "dialog_id": dialog_id, "user_id": user_id,
+                "message_id": message_id, "messages": messages}
+    return None
 
 
 def parse_program(header_type: int, body: bytes) -> dict[str, Any]:
@@ -163,7 +213,7 @@ def parse_program(header_type: int, body: bytes) -> dict[str, Any]:
         )
     if event["event_type"] in (codes.REPLY, codes.UNSUPPORTED):
         if "messages" in event:
-            event["messages"] = normalize_messages(event["messages"], required=False)
+            event["messages"] = _owned_messages(event["messages"], False)
         mid = event.get("message_id")
         if mid is not None and not isinstance(mid, str):
             raise BadEvent(codes.BAD_REQUEST, "message_id must be a string")

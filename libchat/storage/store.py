@@ -225,7 +225,7 @@ class JsonFileStore(MemoryStore):
             self.directory.mkdir(parents=True, exist_ok=True)
             for dialog_id, data, source in batch:  # path_for refuses an unsafe id
                 write_atomic(self.directory, self.path_for(dialog_id).name,
-                             encoder.encode_data(data, source))
+                             encoder.encode_parts(data, source))
             fsync_dir(self.directory)
             if cut and journal is not None:
                 journal.checkpoint(cut, lsn, pending)

@@ -87,6 +87,26 @@ describe('messages and replies', () => {
     assert.match(child.output, /writes=1\n/);
   });
 
+  test('a chunk of messages to a synchronous handler is answered in one write, in order', async () => {
+    const lc = await listen();
+    const prog = program(`
+      const net = require('net');
+      let writes = 0;
+      const write = net.Socket.prototype.write;
+      net.Socket.prototype.write = function (...a) { if (this !== process.stderr) writes++; return write.apply(this, a); };
+      const chat = require('libchat');
+      chat.onMessage((msg) => { chat.reply(msg.content + '!'); });
+      chat.onClose(() => { process.stderr.write('writes=' + writes + '\\n'); });
+    `);
+    const child = run(prog, [`--socket=${lc.sockPath}`]);
+    (await lc.conn).write(Buffer.concat([encodeFrame(msg('a', 'm1')), encodeFrame(msg('b', 'm2')), encodeFrame(msg('c', 'm3'))]));
+    const events = await lc.waitEvents(3);
+    assert.deepEqual(events.map((e) => [e.message_id, e.messages.content]), [['m1', 'a!'], ['m2', 'b!'], ['m3', 'c!']]);
+    await lc.send(close);
+    assert.equal((await child.exited).code, 0);
+    assert.match(child.output, /writes=1\n/);
+  });
+
   test('messages that arrive after end() are handed back (2003 handback), not handled', async () => {
     const lc = await listen();
     const prog = program(`

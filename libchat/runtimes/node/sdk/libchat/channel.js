@@ -1,8 +1,10 @@
 'use strict';
 /**
- * Writing to libchat: frames sent in one event-loop turn go out in one write
- * (libchat wakes once per burst, not once per frame), and exit() flushes
- * what was written before the process ends.
+ * Writing to libchat: frames sent while one callback runs (a chunk of
+ * messages handled) go out in one write, flushed by process.nextTick in the
+ * same event-loop turn: libchat wakes once per burst, not once per frame, and
+ * no extra turn (setImmediate) delays the reply. exit() flushes what was
+ * written before the process ends.
  */
 
 const { HEADER_SIZE, encodeFrame } = require('./frame.js');
@@ -18,13 +20,13 @@ function send(event) {
     log(`not connected; dropping event ${event.event_type}`);
     return false;
   }
-  // Coalesce: a burst of replies (several messages handled in one turn) goes
-  // out in one write, so libchat wakes once for it, not once per frame.
-  if (state.outbox.push(frame) === 1) setImmediate(flushOutbox);
+  // Coalesce: a burst of replies (several messages handled in one callback)
+  // goes out in one write, so libchat wakes once for it, not once per frame.
+  if (state.outbox.push(frame) === 1) process.nextTick(flushOutbox);
   return true;
 }
 
-/** Write what send() queued this turn. */
+/** Write what send() queued during this callback. */
 function flushOutbox() {
   const frames = state.outbox;
   if (!frames.length) return;

@@ -5,9 +5,11 @@
  * the replies, exit when libchat closes the dialog or the socket, or dies.
  * It starts on the next tick after the first use of its API, so requiring
  * the SDK only for the pure helpers has no side effects.
- * Two things keep a warm instance fast: writes are coalesced per event-loop
- * turn (send() queues, one setImmediate writes), and warmUp() runs the
- * per-message path once so V8 has compiled it before the first real message.
+ * Three things keep the per-message path short: a handler that returns no
+ * promise is run synchronously (no microtask per message), writes are
+ * coalesced per callback (send() queues, one process.nextTick writes, still in
+ * the same event-loop turn), and warmUp() runs the per-message path once so V8
+ * has compiled it before the first real message.
  */
 
 const fs = require('fs');
@@ -125,17 +127,22 @@ function watchParent() {
   if (typeof stdin.unref === 'function') stdin.unref(); // must not keep the process alive
 }
 
-/** The message object a handler gets: the 1001 plus `content` and `attachments`. */
+/**
+ * The message object a handler gets: the 1001 plus `content` and
+ * `attachments`. The decoded event is ours alone, so it is extended in place
+ * rather than copied.
+ */
 function toMessage(event) {
   const messages = event.messages && typeof event.messages === 'object' ? event.messages : {};
-  return Object.assign({}, event, {
-    content: typeof messages.content === 'string' ? messages.content : '',
-    attachments: Array.isArray(messages.attachments) ? messages.attachments : [],
-  });
+  event.content = typeof messages.content === 'string' ? messages.content : '';
+  event.attachments = Array.isArray(messages.attachments) ? messages.attachments : [];
+  return event;
 }
 
 function dispatch(event) {
-  if (typeof event.dialog_id === 'string' && typeof event.user_id === 'string') {
+  const dialog = state.dialog;
+  if (typeof event.dialog_id === 'string' && typeof event.user_id === 'string'
+      && (!dialog || dialog.dialogId !== event.dialog_id || dialog.userId !== event.user_id)) {
     state.dialog = { dialogId: event.dialog_id, userId: event.user_id };
   }
   switch (event.event_type) {
@@ -158,31 +165,50 @@ function dispatch(event) {
   }
 }
 
-/** Handle 1001s strictly one at a time, in arrival order. */
-async function drain() {
+/**
+ * Handle 1001s strictly one at a time, in arrival order. A handler that
+ * returns no promise is done when it returns: the next message is handled in
+ * the same turn (no microtask per message), so the replies to a chunk of
+ * messages leave in one write. A promise holds the queue until it settles.
+ */
+function drain() {
   if (state.draining) return;
   state.draining = true;
-  try {
-    while (state.messageHandler && state.queue.length && !state.exiting) {
-      const msg = state.queue.shift();
-      if (state.ended) {
-        // Sent to us before libchat saw our 2002/2003: hand it back so libchat
-        // routes it anew instead of it being lost.
-        handBack(msg);
-        continue;
-      }
-      state.current = msg;
-      try {
-        await state.messageHandler(msg);
-      } catch (err) {
-        log(`handler failed for message ${msg.message_id}: ${(err && err.stack) || err}`);
-      } finally {
-        state.current = null;
-      }
+  while (state.messageHandler && state.queue.length && !state.exiting) {
+    const msg = state.queue.shift();
+    if (state.ended) {
+      // Sent to us before libchat saw our 2002/2003: hand it back so libchat
+      // routes it anew instead of it being lost.
+      handBack(msg);
+      continue;
     }
-  } finally {
-    state.draining = false;
+    state.current = msg;
+    let result;
+    try {
+      result = state.messageHandler(msg);
+    } catch (err) {
+      handlerFailed(msg, err);
+      result = undefined;
+    }
+    if (result && (typeof result === 'object' || typeof result === 'function')
+        && typeof result.then === 'function') {
+      result.then(handled, (err) => { handlerFailed(msg, err); handled(); });
+      return; // still draining: the promise's settlement goes on
+    }
+    state.current = null;
   }
+  state.draining = false;
+}
+
+/** A handler's promise settled: the next message may go. */
+function handled() {
+  state.current = null;
+  state.draining = false;
+  drain();
+}
+
+function handlerFailed(msg, err) {
+  log(`handler failed for message ${msg.message_id}: ${(err && err.stack) || err}`);
 }
 
 /** A 2003 marked `handback`: libchat re-dispatches the message. */
