@@ -179,6 +179,10 @@ class ClusterRouter:
         self._owners: OrderedDict[str, str] = OrderedDict()
         self._waiting: dict[str, defer.Deferred[dict[str, Any]]] = {}
         self._sweep: task.LoopingCall | None = None
+        # other doors' node-to-node messages (``handle``) and what they do
+        # when a node is found dead (``on_dead``): libchat.cluster extensions
+        self._handlers: dict[str, Callable[[dict[str, Any]], object]] = {}
+        self._on_dead: list[Callable[[str], object]] = []
         self._sweeping = False
         store.on_broken = self._forget
         for channel in channels:
@@ -438,6 +442,23 @@ class ClusterRouter:
             self._drain_kept(message["ch"])
         elif kind == "bye":
             self._gone(message["node"])
+        elif kind in self._handlers:
+            self._handlers[kind](message)
+        else:
+            log.warn("cluster: an inbox message of unknown kind {kind!r}", kind=kind)
+
+    def handle(self, kind: str, handler: Callable[[dict[str, Any]], object]) -> None:
+        """Route inbox messages ``{"t": kind, ...}`` (sent with :meth:`send`)
+        to ``handler``: how another door's node-to-node messages travel."""
+        assert kind not in ("in", "rc", "out", "kept", "bye"), kind
+        self._handlers[kind] = handler
+
+    def on_dead(self, callback: Callable[[str], object]) -> None:
+        """``callback(node_id)`` on every steady node, once per sweep that finds
+        the node without a lease, after this node adopted what it could of
+        its dialogs (a door hands over what the dead node held: one survivor
+        must win, by an atomic step in Redis)."""
+        self._on_dead.append(callback)
 
     def _gone(self, node: str) -> None:
         """A node left (SIGTERM): nothing more is forwarded to it."""
@@ -572,11 +593,13 @@ class ClusterRouter:
                 return
             for node in sorted(nodes - self.live):
                 owned = yield self.cluster.owned(node)
-                if not owned:
-                    yield self.cluster.forget_node(node)
-                    continue
                 for dialog_id in sorted(owned):
                     yield self._serial(dialog_id, partial(self._adopt, dialog_id))
+                for callback in self._on_dead:
+                    yield defer.maybeDeferred(callback, node).addErrback(
+                        lambda f: log.failure("cluster: a dead-node hand-over failed", f))
+                if not owned:
+                    yield self.cluster.forget_node(node)
         except Exception as e:  # noqa: BLE001 - the next sweep tries again
             log.info("cluster: sweep failed: {why}", why=str(e) or type(e).__name__)
         finally:
