@@ -277,3 +277,56 @@ def test_expiry_bounces_reach_the_sender_whichever_node_sweeps(
     finally:
         for s in senders:
             s.close()
+
+
+@pytest.fixture
+def pair(redis: RedisServer, tmp_path: Path) -> Iterator[list[Node]]:
+    """Two nodes of this test's own (one of them gets killed)."""
+    programs = tmp_path / "programs"
+    (programs / "calc").mkdir(parents=True)
+    (programs / "calc" / "package.json").write_text(json.dumps({"libchat": {
+        "runtime": "postoffice", "client": "/service/acme/calc", "wait": 8,
+        "keywords": ["calc"]}}))
+    cfg = tmp_path / "libchat.toml"
+    cfg.write_text(CONFIG)
+    started: list[Node] = []
+    try:
+        for name in ("pk1", "pk2"):
+            started.append(Node(tmp_path, redis, name, "--config", str(cfg),
+                                "--postoffice", LOOPBACK_ZERO, programs=str(programs)).start())
+        wait_live(started, 2)
+        yield started
+    finally:
+        for n in started:
+            if n.running:
+                n.stop()
+            n.close()
+
+
+def test_kill_9_of_the_clients_node_ends_its_dialogs_and_forgets_its_clients(
+        pair: list[Node], redis: RedisServer) -> None:
+    a, b = pair
+    service = Client(b, "/service/acme/calc_7")
+    front = a.front()
+    try:
+        known_everywhere(pair, redis, service.client_id, b)
+        front.send(user("pok-1", "calc 1"))
+        env = service.next(T)
+        assert env["libchat"]["dialog_id"] == "pok-1"
+        started = time.monotonic()
+        b.kill9()
+        got = front.until(lambda e: e["event_type"] == 2002, 20.0)
+        assert got[-1]["reason"] == "program_exited" and time.monotonic() - started < 15
+        until(lambda: cli(redis, "HGET", "lc:po:at", service.client_id) is None,
+              what="the dead node's registry entry removed")
+        service.close()
+        service = Client(a, "/service/acme/calc_7")  # it reconnects to the survivor
+        front.send(user("pok-1", "calc 2"))
+        env = service.next(T)
+        assert env["content"] == "calc 2"
+        service.post(env["from"], "ok")
+        got = front.until(lambda e: e["event_type"] == 2002, T)
+        assert got[0]["event_type"] == 2001 and got[-1]["reason"] == "completed"
+    finally:
+        front.close()
+        service.close()
