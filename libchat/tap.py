@@ -284,6 +284,9 @@ def makeService(options: Options, reactor: Any = None) -> LibchatService:
     desk.attach(engine)  # operators are served by the node they connect to
     top = LibchatService(router, store, runtime)
     top.node = node
+    if node is not None and hub is not None:  # envelopes cross nodes (docs/scaleout.md)
+        from libchat.cluster.postoffice import plug
+        plug(hub, node, router).service(reactor).setServiceParent(top)
     desk_compaction = TimerService(60, desk.book.compact)
     desk_compaction.clock = reactor
     desk_compaction.setServiceParent(top)

@@ -90,6 +90,12 @@ class Keys:
         """String: how many envelopes wait in all the post-office queues."""
         return f"{self.prefix}po:n"
 
+    @property
+    def postoffice_at(self) -> str:
+        """Hash: where each connected post-office client is (field clientID,
+        value the node id holding its connection; §12 across nodes)."""
+        return f"{self.prefix}po:at"
+
     def desk(self, node_id: str) -> str:
         """Hash: the operator desk's tickets of one node (§13); field dialog
         id, value the ticket as JSON."""

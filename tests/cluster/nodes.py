@@ -26,11 +26,11 @@ SERVING = r"libchat cluster node (\S+) serving"
 
 
 class Node(Libchat):
-    def __init__(self, workdir: Path, redis: RedisServer, node_id: str, *args: str) -> None:
+    def __init__(self, workdir: Path, redis: RedisServer, node_id: str, *args: str,
+                 programs: str = f"{FIXTURES}:{BUNDLED}") -> None:
         self.node_id = node_id
         super().__init__(workdir / node_id, "--redis", redis.endpoint, "--node-id", node_id,
-                         "--kill-grace", "1", *args,
-                         programs=f"{FIXTURES}:{BUNDLED}")
+                         "--kill-grace", "1", *args, programs=programs)
 
     def start(self, timeout: float = 30.0) -> "Node":
         super().start(timeout)

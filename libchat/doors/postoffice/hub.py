@@ -18,7 +18,7 @@ from twisted.python.failure import Failure
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from libchat.doors.postoffice.seam import IHub, IHubListener, IOfflineQueue
+from libchat.doors.postoffice.seam import IHub, IHubListener, IHubPeers, IOfflineQueue
 from libchat.interfaces import Unavailable
 
 log = Logger()
@@ -163,6 +163,9 @@ class Hub:
         # clientIDs whose queue is being taken (a Deferred queue): envelopes
         # routed to them meanwhile wait here, so they arrive after the queued ones
         self._draining: dict[str, list[str]] = {}
+        self._again: set[str] = set()  # take their queue again once this take is in
+        # the other nodes' hubs (--redis: libchat.cluster.postoffice.plug); None: one node
+        self.peers: IHubPeers | None = None
         self.started: dict[str, float] = {}
         self.listeners: dict[str, IHubListener] = {}
         self.stats = {"deliveries": 0, "bounces": 0, "queued_total": 0}
@@ -172,6 +175,8 @@ class Hub:
 
     # -- IHub -------------------------------------------------------------
     def clients(self) -> list[str]:
+        if self.peers is not None:
+            return list(self.conns) + [c for c in self.peers.clients() if c not in self.conns]
         return list(self.conns)
 
     def listen(self, prefix: str, listener: IHubListener) -> None:
@@ -180,7 +185,11 @@ class Hub:
     def send(self, message: dict[str, Any]) -> bool:
         conn = self.conns.get(message["to"])
         if conn is None:
+            if self.peers is not None:
+                return self.peers.send(message, json.dumps(message, ensure_ascii=False))
             return False
+        if self.peers is not None:
+            self.peers.sent_from(message["from"])
         conn.send(json.dumps(message, ensure_ascii=False))
         self.stats["deliveries"] += 1
         return True
@@ -215,7 +224,12 @@ class Hub:
             old.replaced("replaced by a newer connection of this clientID")
         for listener in list(self.listeners.values()):
             listener.client_connected(conn.client_id)
+        if self.peers is not None:  # registered before the queue is read (same connection)
+            self.peers.attached(conn.client_id)
         self.expire()
+        self._take(conn)
+
+    def _take(self, conn: Conn) -> None:
         items = self.queue.take(conn.client_id)
         if isinstance(items, defer.Deferred):
             self._draining.setdefault(conn.client_id, [])
@@ -225,6 +239,17 @@ class Hub:
         for item in items:
             conn.send(item["raw"])
             self.stats["deliveries"] += 1
+
+    def drain(self, client_id: str) -> None:
+        """Take a connected client's queue again (another node queued for it
+        while it connected here); after the take under way, if any."""
+        conn = self.conns.get(client_id)
+        if conn is None:
+            return
+        if client_id in self._draining:
+            self._again.add(client_id)
+            return
+        self._take(conn)
 
     def _drained(self, items: list[dict[str, Any]], client_id: str) -> None:
         """A Deferred take is in: deliver it, then what was routed meanwhile,
@@ -236,10 +261,17 @@ class Hub:
         for raw in [item["raw"] for item in items] + later:
             conn.send(raw)
             self.stats["deliveries"] += 1
+        d: Any = None
         if items:
             d = self.queue.delivered(client_id, items)
             if isinstance(d, defer.Deferred):
                 d.addErrback(self._queue_failed, "forgetting delivered envelopes", None)
+        if client_id in self._again:  # after the acknowledgement, else a duplicate
+            self._again.discard(client_id)
+            if isinstance(d, defer.Deferred):
+                d.addBoth(lambda _: self.drain(client_id))
+            else:
+                self.drain(client_id)
 
     def _queue_failed(self, f: Failure, what: str, instead: Any) -> Any:
         if f.check(Unavailable):
@@ -255,6 +287,17 @@ class Hub:
         self.started.pop(conn.client_id, None)
         for listener in list(self.listeners.values()):
             listener.client_gone(conn.client_id)
+        if self.peers is not None:
+            self.peers.detached(conn.client_id)
+
+    def replaced_elsewhere(self, client_id: str) -> None:
+        """A newer connection of the clientID is live on another node: close
+        this one; listeners are not told (as for a replacement here)."""
+        conn = self.conns.pop(client_id, None)
+        self.started.pop(client_id, None)
+        self._again.discard(client_id)
+        if conn is not None:
+            conn.replaced("replaced by a newer connection of this clientID")
 
     # -- envelopes --------------------------------------------------------
     def receive(self, conn: Conn, raw: str) -> None:
@@ -275,34 +318,50 @@ class Hub:
     def route(self, sender: Conn, target: str, message: dict[str, Any], raw: str) -> None:
         for prefix, listener in self.listeners.items():
             if target.startswith(prefix):
+                if self.peers is not None and self.peers.internal(message, raw, target):
+                    return  # it went to the node that sent from that address
                 listener.envelope(message, raw)
                 return
-        live = self.conns.get(target)
-        if live is not None:
-            waiting = self._draining.get(target)
-            if waiting is not None:
-                waiting.append(raw)  # after the queued ones being taken
-                return
-            live.send(raw)
-            self.stats["deliveries"] += 1
+        if self.deliver_here(target, raw):
             return
-        if message["type"] == "heartbeat":
+        if self.peers is not None and self.peers.forward(sender.client_id, target, raw,
+                                                         message["type"], message["subject"]):
+            return
+        self.enqueue(sender.client_id, target, message["type"], message["subject"], raw)
+
+    def deliver_here(self, target: str, raw: str) -> bool:
+        """To the target's connection on this node, if it has one."""
+        live = self.conns.get(target)
+        if live is None:
+            return False
+        waiting = self._draining.get(target)
+        if waiting is not None:
+            waiting.append(raw)  # after the queued ones being taken
+            return True
+        live.send(raw)
+        self.stats["deliveries"] += 1
+        return True
+
+    def enqueue(self, sender_id: str, target: str, kind: str, subject: Any, raw: str) -> None:
+        """Into the offline queue (the target is connected nowhere)."""
+        if kind == "heartbeat":
             return                  # heartbeats are never queued (section 12)
-        queued = self.queue.offer(target, sender.client_id, message["subject"], raw,
+        queued = self.queue.offer(target, sender_id, subject, raw,
                                   self.clock.seconds() + self.offline_ttl)
         if isinstance(queued, defer.Deferred):
-            sender_id, subject = sender.client_id, message["subject"]
             queued.addCallbacks(
                 lambda ok: self._offered(ok, sender_id, target, subject),
                 lambda f: self._not_offered(f, sender_id, target, subject))
             return
-        self._offered(queued, sender.client_id, target, message["subject"])
+        self._offered(queued, sender_id, target, subject)
 
     def _offered(self, queued: bool, sender: str, target: str, subject: Any) -> None:
         if not queued:
             self.bounce(sender, target, subject, "offline queue for this target is full")
             return
         self.stats["queued_total"] += 1
+        if self.peers is not None:
+            self.peers.queued(target)
         self._schedule()
 
     def _not_offered(self, f: Failure, sender: str, target: str, subject: Any) -> None:
@@ -315,6 +374,9 @@ class Hub:
         conn = self.conns.get(sender)
         if conn is not None:
             conn.send(error_frame("UNDELIVERABLE", why, to=target, subject=subject))
+        elif self.peers is not None:
+            self.peers.bounce(sender, error_frame("UNDELIVERABLE", why, to=target,
+                                                  subject=subject))
 
     def expire(self) -> None:
         """Drop queued messages past offline_ttl, telling their senders."""

@@ -74,3 +74,40 @@ class IOfflineQueue(Interface):
 
     def expire(now: float) -> Any:
         """Remove and return the items past their expiry (or a Deferred of them)."""
+
+
+class IHubPeers(Interface):
+    """The other nodes' hubs (``--redis``; ``libchat.cluster.postoffice``).
+    The hub calls it only for what is not on this node; without ``--redis``
+    a hub has none and routes as on one node."""
+
+    def clients() -> list[str]:
+        """The clientIDs connected to other live nodes."""
+
+    def attached(client_id: str) -> None:
+        """A client connected here: tell the registry and the other nodes."""
+
+    def detached(client_id: str) -> None:
+        """A client's connection here ended (not replaced here)."""
+
+    def forward(sender: str, target: str, raw: str, kind: str, subject: Any) -> bool:
+        """Send a client's envelope to the live node holding ``target``;
+        False when no other node holds it (the hub queues it)."""
+
+    def queued(target: str) -> None:
+        """An envelope for ``target`` was queued: if it is connected to a
+        live node after all (it connected meanwhile), that node takes its queue."""
+
+    def send(message: dict[str, Any], raw: str) -> bool:
+        """:meth:`IHub.send` to a client on another live node; False if none."""
+
+    def sent_from(address: str) -> None:
+        """This node sent from an internal address (its replies come here)."""
+
+    def internal(message: dict[str, Any], raw: str, target: str) -> bool:
+        """An envelope to an internal address: True if it went to the node
+        that sent from that address (not this one); False: this node's
+        listener takes it (the peers may also have passed it on)."""
+
+    def bounce(sender: str, frame: str) -> None:
+        """An error frame for a sender connected to another node."""
