@@ -40,7 +40,7 @@ class PlatformFigures:
         outbox = GaugeMetricFamily("libchat_platform_outbox",
                                    "Reply items waiting to be sent.", labels=labels)
         waiting: dict[tuple[str, str], int] = {}
-        for item in self.door.ledger.items.values():
+        for item in self.door.outbox.items.values():
             key = (item["platform"], item["app"])
             waiting[key] = waiting.get(key, 0) + 1
         for (platform, name), sender in sorted(self.door.senders.items()):
