@@ -93,3 +93,22 @@ def test_a_woken_node_lets_go_of_a_handed_over_item_after_at_most_one_part(
 def world_hash(world: FakeRedis, node: str) -> dict[str, bytes]:
     from libchat.cluster.testing_doors import door_state
     return door_state(world).outboxes.get(node, {})
+
+
+def test_a_lark_part_sent_again_after_a_hand_over_carries_the_same_uuid(
+        tmp_path: Path, logged: Any) -> None:
+    """So Lark drops the copy if the dead node's send had in fact landed."""
+    from libchat.doors.platforms.unified import ReplyTarget
+    world = FakeRedis()
+    a, b = Node(tmp_path, world, "a"), Node(tmp_path, world, "b")
+    a.door.callbacks.accept("lark:bot", "e1", "lark:bot:oc:ou", ReplyTarget("oc", "ou"))
+    lark_a, lark_b = a.door.senders[("lark", "bot")], b.door.senders[("lark", "bot")]
+    lark_a.api, lark_b.api = ScriptedAPI(), ScriptedAPI()
+    a.door.deliver("lark", {"event_type": 2001, "dialog_id": "lark:bot:oc:ou",
+                            "messages": {"content": "hi"}})
+    lark_a.api.answer(ob.RETRY)  # no answer the node could trust; then it dies
+    b.outbox.adopt("a")
+    [(first, _)], [(again, _)] = lark_a.api.calls[:1], lark_b.api.calls
+    assert again["uuid"] == first["uuid"] and again["content"] == first["content"]
+    lark_b.api.answer(ob.OK)
+    assert b.outbox.items == {}
