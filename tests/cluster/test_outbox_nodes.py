@@ -74,7 +74,7 @@ def test_a_reply_left_in_a_killed_nodes_outbox_is_sent_once_by_the_survivor(
     fake.script.faults.clear()
     yield until(lambda: fake.texts(), timeout=25, what="the survivor sending the reply")
     took = time.monotonic() - killed
-    assert took < 20, took
+    assert took < 15, f"sent {took:.1f}s after the kill"
     yield task.deferLater(reactor, 3.0, lambda: None)  # no second copy comes
     assert fake.texts() == ["echo: durable"]
     assert fake.delivered[0]["touser"] == "lisi"
