@@ -67,6 +67,8 @@ def test_a_reply_left_in_a_killed_nodes_outbox_is_sent_once_by_the_survivor(
     status, _, _ = yield wecom_post(a, "durable")
     assert status == 200
     yield until(lambda: len(fake.script.to("send")) >= 2, what="node a retrying its send")
+    assert a.metrics()[("libchat_platform_outbox_unsaved", ())] == 0
+    assert a.metrics()[("libchat_platform_outbox", (("app", "hr"), ("platform", "wecom")))] == 1
     held = redis_server.call("HGETALL", "lc:pout:a")
     assert any(b'"echo: durable"' in v for v in held[1::2]), held
     a.kill9()
