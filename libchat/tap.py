@@ -329,15 +329,27 @@ def make_platforms(options: Options, reactor: Any, router: Any,
     from libchat.doors.platforms.ledger import Ledger
     ledger = Ledger(Path(options["data"]) / ".platforms", run_io, reactor)
     extra: dict[str, Any] = {}
-    if node is not None:  # callback ids and reply targets shared by every node
+    outbox: Any = None
+    if node is not None:  # callback ids, reply targets and the outbox in Redis
         from libchat.cluster.dedupe import RedisCallbackBook
+        from libchat.cluster.outbox import RedisOutbox
         extra["callbacks"] = RedisCallbackBook(node.conns, node.cluster.keys)
-    return PlatformService(PlatformDoor(router, ledger, reactor, wecom, lark, **extra), reactor)
+        outbox = extra["outbox"] = RedisOutbox(node.conns, node.cluster.keys, node.node_id,
+                                               reactor, ready=lambda: node.router.ready)
+    door = PlatformDoor(router, ledger, reactor, wecom, lark, **extra)
+    platforms = PlatformService(door, reactor)
+    if outbox is not None:  # a dead node's outbox is sent by one survivor
+        outbox.on_items = door.resume
+        node.router.on_dead(outbox.adopt)
+        platforms.outbox = outbox
+    return platforms
 
 
 class PlatformService(service.MultiService):
     """Starts the platform door's senders, compacts its ledger every minute
     and at stop (libchat.doors.platforms.ledger)."""
+
+    outbox: Any = None  # with --redis, the RedisOutbox (libchat.cluster.outbox)
 
     def __init__(self, door: Any, reactor: Any) -> None:
         super().__init__()
@@ -349,10 +361,14 @@ class PlatformService(service.MultiService):
     def startService(self) -> None:
         super().startService()
         self.door.start()
+        if self.outbox is not None:
+            self.outbox.start()
 
     def stopService(self) -> "defer.Deferred[Any]":
         d = defer.maybeDeferred(super().stopService)
         d.addBoth(lambda _: self.door.stop())
+        if self.outbox is not None:
+            d.addBoth(lambda _: self.outbox.stop())
         return d
 
 

@@ -74,6 +74,11 @@ class Keys:
         ``{"to", "m"}``), read by whichever node sends the dialog's replies."""
         return f"{self.prefix}ptarget"
 
+    def platform_outbox(self, node_id: str) -> str:
+        """Hash: the platform replies a node has to send (§10 outbox): field
+        ``<item id>`` the item as JSON, field ``<item id>:n`` the parts sent."""
+        return f"{self.prefix}pout:{node_id}"
+
     def postoffice_queue(self, target: str) -> str:
         """List: post-office envelopes waiting for an absent clientID (§12),
         oldest first; each a JSON item with ``expires``."""

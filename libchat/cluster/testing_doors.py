@@ -1,5 +1,6 @@
 """Verified in-memory fakes of the door stores' Redis implementations
-(:mod:`libchat.cluster.dedupe`, :mod:`~libchat.cluster.offline`), on the
+(:mod:`libchat.cluster.dedupe`, :mod:`~libchat.cluster.offline`,
+:mod:`~libchat.cluster.outbox`), on the
 same :class:`~libchat.cluster.testing.FakeRedis` world as the cluster fakes:
 its ``task.Clock`` for expiry and ``down = True`` for an outage.
 
@@ -19,6 +20,8 @@ from twisted.internet import defer
 from zope.interface import implementer
 
 from libchat.cluster.dedupe import ROUTED, TTL_MS, parse_target, target_json
+from libchat.cluster.keys import Keys
+from libchat.cluster.outbox import RedisOutbox
 from libchat.cluster.testing import FakeRedis
 from libchat.doors.platforms.seam import ICallbackBook, Target
 from libchat.doors.postoffice.hub import DEFAULT_QUEUE_BOUND
@@ -31,6 +34,7 @@ class _DoorState:
     callbacks: dict[str, tuple[bytes, float]] = attrs.Factory(dict)  # name -> (value, expires)
     targets: dict[str, bytes] = attrs.Factory(dict)
     queues: dict[str, list[dict[str, Any]]] = attrs.Factory(dict)
+    outboxes: dict[str, dict[str, bytes]] = attrs.Factory(dict)  # node id -> hash
 
 
 _states: weakref.WeakKeyDictionary[FakeRedis, _DoorState] = weakref.WeakKeyDictionary()
@@ -81,6 +85,58 @@ class FakeCallbackBook:
 
     def dedupe_hits(self, app: str) -> int:
         return self.hits.get(app, 0)
+
+
+class FakeOutbox(RedisOutbox):
+    """:class:`~libchat.cluster.outbox.RedisOutbox` with its Redis steps on a
+    fake world (a hash per node id; the hand-over checks the world's leases)."""
+
+    def __init__(self, world: FakeRedis, node_id: str,
+                 ready: Any = lambda: True) -> None:
+        super().__init__(None, Keys(), node_id, world.clock, ready=ready,  # type: ignore[arg-type]
+                         scripts=_NoScripts())  # type: ignore[arg-type]
+        self.world = world
+        self.state = door_state(world)
+
+    def _hash(self, node_id: str | None = None) -> dict[str, bytes]:
+        return self.state.outboxes.setdefault(node_id or self.node_id, {})
+
+    def _write_op(self, item_id: str, raw: bytes, n: int) -> defer.Deferred[Any]:
+        def op() -> int:
+            self._hash().update({item_id: raw, f"{item_id}:n": str(n).encode()})
+            return 2
+        return self.world.run(op)
+
+    def _progress_op(self, item_id: str, n: int) -> defer.Deferred[Any]:
+        def op() -> int:
+            h = self._hash()
+            if item_id not in h:
+                return 0
+            h[f"{item_id}:n"] = str(n).encode()
+            return 1
+        return self.world.run(op)
+
+    def _delete_op(self, item_id: str) -> defer.Deferred[Any]:
+        def op() -> None:
+            self._hash().pop(item_id, None)
+            self._hash().pop(f"{item_id}:n", None)
+        return self.world.run(op)
+
+    def _load_op(self) -> defer.Deferred[dict[str, bytes]]:
+        return self.world.run(lambda: dict(self._hash()))
+
+    def _adopt_op(self, node_id: str) -> defer.Deferred[dict[str, bytes]]:
+        def op() -> dict[str, bytes]:
+            if self.world.holder(node_id) is not None:
+                return {}
+            moved = self.state.outboxes.pop(node_id, {})
+            self._hash().update(moved)
+            return moved
+        return self.world.run(op)
+
+
+class _NoScripts:
+    """The fake runs no Lua (its steps are the scripts)."""
 
 
 def _lost() -> Exception:
@@ -139,4 +195,4 @@ class FakeOfflineQueue:
         return self.world.run(op)
 
 
-__all__ = ["FakeCallbackBook", "FakeOfflineQueue", "door_state"]
+__all__ = ["FakeCallbackBook", "FakeOfflineQueue", "FakeOutbox", "door_state"]

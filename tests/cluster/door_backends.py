@@ -15,7 +15,8 @@ from libchat.cluster.dedupe import RedisCallbackBook
 from libchat.cluster.keys import Keys
 from libchat.cluster.testing import FakeRedis
 from libchat.cluster.offline import RedisOfflineQueue
-from libchat.cluster.testing_doors import FakeCallbackBook, FakeOfflineQueue
+from libchat.cluster.outbox import RedisOutbox
+from libchat.cluster.testing_doors import FakeCallbackBook, FakeOfflineQueue, FakeOutbox
 
 from .redis_server import RedisServer
 
@@ -29,6 +30,14 @@ class DoorBackend:
         raise NotImplementedError
 
     def offline(self, node: int = 0, bound: int = 1000) -> Any:
+        raise NotImplementedError
+
+    def outbox(self, node_id: str, node: int = 0) -> Any:
+        """The platform outbox of ``node_id`` (a new object: a restart)."""
+        raise NotImplementedError
+
+    def hold_lease(self, node_id: str) -> defer.Deferred[None]:
+        """``node_id`` holds its lease (it is alive, or back)."""
         raise NotImplementedError
 
     def land_unconfirmed(self, app: str, key: str) -> defer.Deferred[None]:
@@ -59,6 +68,13 @@ class FakeDoorBackend(DoorBackend):
 
     def offline(self, node: int = 0, bound: int = 1000) -> Any:
         return FakeOfflineQueue(self.world, bound)
+
+    def outbox(self, node_id: str, node: int = 0) -> Any:
+        return FakeOutbox(self.world, node_id)
+
+    def hold_lease(self, node_id: str) -> defer.Deferred[None]:
+        self.world.leases[node_id] = ("inc", self.world.clock.seconds() + 60)
+        return defer.succeed(None)
 
     def land_unconfirmed(self, app: str, key: str) -> defer.Deferred[None]:
         book = FakeCallbackBook(self.world)
@@ -94,6 +110,13 @@ class RealDoorBackend(DoorBackend):
 
     def offline(self, node: int = 0, bound: int = 1000) -> Any:
         return RedisOfflineQueue(self.conns[node % 2], self.keys, bound, clock=reactor)
+
+    def outbox(self, node_id: str, node: int = 0) -> Any:
+        return RedisOutbox(self.conns[node % 2], self.keys, node_id, reactor)
+
+    def hold_lease(self, node_id: str) -> defer.Deferred[None]:
+        d = self.conns[0].call("SET", self.keys.lease(node_id), b"inc", "PX", 60000)
+        return d.addCallback(lambda _: None)
 
     def land_unconfirmed(self, app: str, key: str) -> defer.Deferred[None]:
         d = self.conns[0].call("SET", self.keys.callback(app, key), b"p", "NX", "PX", 60000)

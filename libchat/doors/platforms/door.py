@@ -32,7 +32,7 @@ from . import api as platform_api
 from .callbacks import Answer, lark_callback, wecom_callback
 from .config import LarkApp, WeComApp
 from .ledger import Ledger
-from .seam import ICallbackBook
+from .seam import ICallbackBook, IOutbox
 from .sender import Sender
 from .unified import Inbound
 
@@ -64,13 +64,16 @@ class PlatformDoor:
 
     def __init__(self, router: IRouter, ledger: Ledger, clock: Any,
                  wecom: list[WeComApp], lark: list[LarkApp], http: Any = None,
-                 callbacks: ICallbackBook | None = None) -> None:
+                 callbacks: ICallbackBook | None = None, outbox: IOutbox | None = None) -> None:
         """``callbacks``: where taken callback ids and reply targets are kept
         (default: ``ledger``, on this node; with ``--redis`` a
-        :class:`libchat.cluster.dedupe.RedisCallbackBook`, cluster-wide)."""
+        :class:`libchat.cluster.dedupe.RedisCallbackBook`, cluster-wide).
+        ``outbox``: where replies wait to be sent (default: ``ledger``; with
+        ``--redis`` a :class:`libchat.cluster.outbox.RedisOutbox`)."""
         self.router = router
         self.ledger = ledger
         self.callbacks: ICallbackBook = callbacks if callbacks is not None else ledger
+        self.outbox: IOutbox = outbox if outbox is not None else ledger
         self.clock = clock
         self.apps: dict[tuple[str, str], Any] = {
             **{("wecom", a.name): a for a in wecom}, **{("lark", a.name): a for a in lark}}
@@ -78,7 +81,7 @@ class PlatformDoor:
         self.apis: dict[tuple[str, str], Any] = {
             **{("wecom", a.name): platform_api.WeComAPI(a, clock, **extra) for a in wecom},
             **{("lark", a.name): platform_api.LarkAPI(a, clock, **extra) for a in lark}}
-        self.senders = {key: Sender(key[0], app, self.apis[key], ledger, clock,
+        self.senders = {key: Sender(key[0], app, self.apis[key], self.outbox, clock,
                                     targets=self.callbacks)
                         for key, app in self.apps.items()}
         self.upstreams = {key: PlatformUpstream(key[0], app, self)
@@ -95,6 +98,12 @@ class PlatformDoor:
         for (platform, name), api in self.apis.items():
             if platform == "lark":
                 self._learn_bot(name, api)
+
+    def resume(self, items: list[dict[str, Any]]) -> None:
+        """Send ``items`` too (an outbox taken over from a dead node, or found
+        in Redis): each app's sender takes its own."""
+        for sender in self.senders.values():
+            sender.resume(items)
 
     @defer.inlineCallbacks
     def _learn_bot(self, name: str, api: Any) -> Any:

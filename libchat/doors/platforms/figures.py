@@ -40,7 +40,7 @@ class PlatformFigures:
         outbox = GaugeMetricFamily("libchat_platform_outbox",
                                    "Reply items waiting to be sent.", labels=labels)
         waiting: dict[tuple[str, str], int] = {}
-        for item in self.door.ledger.items.values():
+        for item in self.door.outbox.items.values():
             key = (item["platform"], item["app"])
             waiting[key] = waiting.get(key, 0) + 1
         for (platform, name), sender in sorted(self.door.senders.items()):
@@ -55,3 +55,8 @@ class PlatformFigures:
             dedupe.add_metric(ls, self.door.callbacks.dedupe_hits(f"{platform}:{name}"))
             outbox.add_metric(ls, waiting.get((platform, name), 0))
         yield from (callbacks, latency, sent, retries, failures, dedupe, outbox)
+        unsaved = getattr(self.door.outbox, "unsaved", None)  # --redis only
+        if unsaved is not None:
+            yield GaugeMetricFamily("libchat_platform_outbox_unsaved",
+                                    "Outbox changes Redis has not acknowledged yet (kept in "
+                                    "memory, written again every second).", value=unsaved)

@@ -34,13 +34,13 @@ from zope.interface import implementer
 from libchat.storage.journal import Journal
 
 from .dedupe import DedupeSet
-from .seam import ICallbackBook
+from .seam import ICallbackBook, IOutbox
 from .unified import ReplyTarget
 
 STATE = "state"
 
 
-@implementer(ICallbackBook)
+@implementer(ICallbackBook, IOutbox)
 class Ledger:
     log = Logger()
 
@@ -127,6 +127,10 @@ class Ledger:
     def finish(self, item_id: str) -> None:
         if self.items.pop(item_id, None) is not None:
             self.journal.append_behind({"k": "x", "id": item_id})
+
+    def holds(self, item: dict[str, Any]) -> bool:
+        """:class:`IOutbox`: one node's items are never handed over."""
+        return True
 
     # -- compaction ----------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""What the platform door remembers of callbacks, as a seam (CONTRACT §10, §14).
+"""What the platform door remembers, as seams (CONTRACT §10, §14): callbacks
+(:class:`ICallbackBook`) and the outbox (:class:`IOutbox`).
 
 One node keeps it in its :class:`~libchat.doors.platforms.ledger.Ledger`
 (synchronous, in memory, journaled behind); several nodes keep it in Redis
@@ -16,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet import defer
-from zope.interface import Interface
+from zope.interface import Attribute, Interface
 
 from .unified import ReplyTarget
 
@@ -41,4 +42,30 @@ class ICallbackBook(Interface):
         """Repeats this node answered for ``app`` (for ``/metrics``)."""
 
 
-__all__ = ["ICallbackBook", "Target"]
+class IOutbox(Interface):
+    """The replies this node has to send (items written ahead, each part's
+    progress). One node: the :class:`~libchat.doors.platforms.ledger.Ledger`
+    (a local journal). Several: :class:`libchat.cluster.outbox.RedisOutbox`
+    (a hash per node in Redis, handed to a survivor when the node dies).
+
+    An item is a dict: ``id``, ``app``, ``platform``, ``dialog``, ``kind``,
+    ``n`` (parts accepted), and ``text`` or ``att``. The sender calls these
+    synchronously and never waits for their writes."""
+
+    items = Attribute("OrderedDict item id -> item: what this node holds to send, oldest first")
+
+    def put(item: dict[str, Any]) -> defer.Deferred[None] | None:
+        """Write ``item`` ahead (new, or replaced whole by a merge)."""
+
+    def progress(item: dict[str, Any], parts_done: int) -> None:
+        """Parts ``0 .. parts_done - 1`` of ``item`` were accepted by the platform."""
+
+    def finish(item_id: str) -> None:
+        """The item is done (sent, refused for good, or given up): forget it."""
+
+    def holds(item: dict[str, Any]) -> bool:
+        """False once the item is known to have been handed to another node
+        (this node was taken for dead): the sender stops sending it."""
+
+
+__all__ = ["ICallbackBook", "IOutbox", "Target"]

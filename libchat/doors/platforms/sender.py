@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from typing import Any
+from typing import Any, Iterable, cast
 
 import attrs
 from twisted.internet import defer, task
@@ -27,8 +27,7 @@ from libchat.histogram import Histogram
 
 from libchat.interfaces import Unavailable
 
-from .ledger import Ledger
-from .seam import ICallbackBook
+from .seam import ICallbackBook, IOutbox
 from .textsplit import merge_messages, split_lark, split_wecom
 
 TEXT_KINDS = ("text", "markdown")
@@ -50,16 +49,18 @@ class Sender:
 
     log = Logger()
 
-    def __init__(self, platform: str, app: Any, api: Any, ledger: Ledger, clock: Any,
+    def __init__(self, platform: str, app: Any, api: Any, ledger: IOutbox, clock: Any,
                  targets: ICallbackBook | None = None) -> None:
-        """``targets``: where reply targets are read (default ``ledger``; with
-        ``--redis`` the cluster-wide book, since another node may have taken
-        the dialog's callback)."""
+        """``ledger``: the outbox (one node: the Ledger; with ``--redis`` a
+        :class:`libchat.cluster.outbox.RedisOutbox`). ``targets``: where reply
+        targets are read (default ``ledger``; with ``--redis`` the cluster-wide
+        book, since another node may have taken the dialog's callback)."""
         self.platform = platform
         self.app = app
         self.api = api
         self.ledger = ledger
-        self.targets: ICallbackBook = targets if targets is not None else ledger
+        self.targets: ICallbackBook = (targets if targets is not None
+                                       else cast(ICallbackBook, ledger))
         self.clock = clock
         self.stats = SendStats()
         self._queues: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -69,11 +70,22 @@ class Sender:
 
     # -- in ----------------------------------------------------------------
 
-    def resume(self) -> None:
-        """Send what the ledger kept for this app (after a restart)."""
-        for item in list(self.ledger.items.values()):
-            if item["app"] == self.app.name and item["platform"] == self.platform:
-                self._queues[item["dialog"]].append(item)
+    def resume(self, items: Iterable[dict[str, Any]] | None = None) -> None:
+        """Send what the outbox kept for this app (after a restart), or
+        ``items`` (taken over from a node that died, or found in Redis once it
+        answered): they go before the dialog's waiting items, behind the one
+        being sent; an item already queued is not queued twice."""
+        fresh: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        queued = {i["id"] for q in self._queues.values() for i in q} if items is not None \
+            else set()
+        for item in list(self.ledger.items.values() if items is None else items):
+            if item["app"] == self.app.name and item["platform"] == self.platform \
+                    and item["id"] not in queued:
+                fresh[item["dialog"]].append(item)
+        for dialog, new in fresh.items():
+            queue = self._queues[dialog]
+            at = 1 if queue and queue[0].get("started") else 0
+            queue[at:at] = new
         for dialog in list(self._queues):
             self._kick(dialog)
 
@@ -191,6 +203,11 @@ class Sender:
         first: float | None = None
         attempt = 0
         while not self._stopping:
+            if not self.ledger.holds(item):  # handed to another node: it sends it
+                self.log.info("{platform} app {app}: a reply for {dialog} is sent by another "
+                              "node now", platform=self.platform, app=self.app.name,
+                              dialog=item["dialog"])
+                return False
             result = yield call()
             if result.outcome == ob.OK:
                 self.stats.sent += 1
