@@ -204,6 +204,7 @@ class ClusterDesk:
                 continue
             if self.router.store.owns(dialog_id):
                 self.runtime.forget_kept(dialog_id)
+        self.runtime.settle_kept()
 
     def _node_dead(self, node: str) -> Any:
         """The desk forgets the sockets of a dead node (their operators have

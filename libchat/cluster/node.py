@@ -140,7 +140,9 @@ class ClusterNode:
 
     def health(self) -> dict[str, Any]:
         status = self.router.status() if self.router is not None else {}
-        return {**status, "redis_durable": self.durable, "inbox_reads": self.bus.reads}
+        desk = self.desk.desk_node if self.desk is not None else None
+        return {**status, "redis_durable": self.durable, "inbox_reads": self.bus.reads,
+                "operator_desk": desk}
 
     def collector(self) -> "NodeFigures":
         return NodeFigures(self)

@@ -228,6 +228,14 @@ class OperatorRuntime(HeldCalls):
         """Dialogs of tickets kept and not resumed yet."""
         return list(self._kept)
 
+    def settle_kept(self) -> None:
+        """Kept tickets were resumed (some may be left for later): their
+        operators' dialogs in assignment order, the queue offered again."""
+        for op in self._operators.values():
+            op.dialogs.sort(key=lambda d: self._tickets[d].assigned_at or 0.0
+                            if d in self._tickets else 0.0)
+        self._assign_all()
+
     def forget_kept(self, dialog_id: str) -> None:
         """The dialog was recovered without its ticket (it had ended): drop it."""
         if self._kept.pop(dialog_id, None) is not None and dialog_id not in self._tickets:
