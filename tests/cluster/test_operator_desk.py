@@ -95,6 +95,7 @@ def roles(nodes: list[Node], timeout: float = 30.0) -> tuple[Node, Node, Node]:
     live = [n for n in nodes if n.running]
 
     def agreed() -> str | None:
+        time.sleep(0.2)
         seen = {n.health().get("operator_desk") for n in live}
         desk = seen.pop() if len(seen) == 1 else None
         return desk if desk in {n.node_id for n in live} else None
