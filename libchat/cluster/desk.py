@@ -172,6 +172,8 @@ class ClusterDesk:
         yield self._take_over(old)
         for operator_id, sink in list(self._local.values()):
             self.runtime.operator_connected(operator_id, sink)
+        for operator_id, remote in list(self._remote.values()):  # registered meanwhile
+            self.runtime.operator_connected(operator_id, remote)
         yield self._claim_kept()
 
     @defer.inlineCallbacks
@@ -319,14 +321,15 @@ class ClusterDesk:
     # -- inbox messages ----------------------------------------------------------
 
     def _on_connected(self, m: dict[str, Any]) -> None:
-        if not self.ready:
-            return  # not (or no longer) the desk: the sender re-registers with the next
+        if self.holder != self.value:
+            return  # not (or no longer) the desk: the sender registers with the next
         old = self._remote.pop(m["sid"], None)
-        if old is not None:
+        if old is not None and self.ready:
             self.runtime.operator_gone(old[0], old[1])
         sink = RemoteSink(self, m["from"], m["sid"])
         self._remote[m["sid"]] = (m["op"], sink)
-        self.runtime.operator_connected(m["op"], sink)
+        if self.ready:  # else: once the take-over is done (_became_desk)
+            self.runtime.operator_connected(m["op"], sink)
 
     def _on_gone(self, m: dict[str, Any]) -> None:
         found = self._remote.pop(m["sid"], None)
