@@ -215,3 +215,32 @@ def test_the_desk_node_killed_a_survivor_takes_the_queue_and_the_assignments(
         for c in [*users.values(), op]:
             if c is not None:
                 c.close()
+
+
+def test_the_desk_node_stopped_hands_the_desk_over_at_once(nodes: list[Node]) -> None:
+    """SIGTERM of the desk node: it lets go of the lease, the last node takes
+    the desk and the queued dialog (resumed, no 2002) within a few seconds."""
+    desk, a, b = roles(nodes)
+    survivor = a if a.running else b
+    d = uid("t")
+    user = WS(survivor, uid("u"))
+    op = None
+    try:
+        user.say(d, "转人工")
+        queued = user.until(of(2001, d))
+        assert queued["status"] == "queued"
+        desk.stop()
+        started = time.monotonic()
+        new_desk, _, _ = roles(nodes, timeout=20.0)
+        assert new_desk is survivor
+        assert time.monotonic() - started < 8.0  # no lease to wait out
+        op = WS(survivor, uid("op"), operator=True)
+        op.until(of(3101, d), timeout=15.0)
+        op.send({"event_type": 3102, "dialog_id": d, "messages": {"content": "here"}})
+        assert user.until(lambda e: of(2001, d)(e) and "operator" in e)["messages"][
+            "content"] == "here"
+        assert not [e for e in user.seen if e.get("event_type") == 2002], user.seen
+    finally:
+        for c in (user, op):
+            if c is not None:
+                c.close()
