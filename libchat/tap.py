@@ -268,7 +268,14 @@ def makeService(options: Options, reactor: Any = None) -> LibchatService:
     # remote programs (docs/postoffice-programs.md); lead: pass pohub's `hub` here
     runtimes["postoffice"] = PostofficeRuntime(reactor, hub)
     # human operators (docs/operators.md): the queue and assignments are journaled
-    desk = OperatorRuntime(reactor, JournalBook(Path(options["data"]) / ".operators", run_io))
+    # (with --redis: kept in Redis for the cluster's one desk, libchat.cluster.desk)
+    book: Any
+    if node is not None:
+        from libchat.cluster.opbook import RedisOperatorBook
+        book = RedisOperatorBook(node.conns, node.cluster.keys, node.node_id)
+    else:
+        book = JournalBook(Path(options["data"]) / ".operators", run_io)
+    desk = OperatorRuntime(reactor, book)
     runtimes["operators"] = desk
     switch: Any = RuntimeSwitch(library, runtimes)
     if node is not None:  # programs see only what Redis has (libchat.cluster.gate)
@@ -281,7 +288,10 @@ def makeService(options: Options, reactor: Any = None) -> LibchatService:
     )
     # a cluster node's doors call the cluster router, which wraps this one
     router: Any = node.wrap(engine) if node is not None else engine
-    desk.attach(engine)  # operators are served by the node they connect to
+    desk.attach(engine)  # the desk's dialogs are owned by its node: the engine has them
+    # the web door's desk: the runtime; on a cluster node, the proxy that
+    # reaches the desk node wherever it is (docs/scaleout.md)
+    operators: Any = node.serve_desk(desk, library) if node is not None else desk
     top = LibchatService(router, store, runtime)
     top.node = node
     if node is not None and hub is not None:  # envelopes cross nodes (docs/scaleout.md)
@@ -310,7 +320,7 @@ def makeService(options: Options, reactor: Any = None) -> LibchatService:
     if hooks is not None:
         hooks.setServiceParent(top)
     make_web_service(options, reactor, router, agent_stats, hooks, hub,
-                     desk, node).setServiceParent(top)
+                     operators, node, figures=desk).setServiceParent(top)
     if hub is not None:
         top.hub = hub
         listener(reactor, "postoffice", "postoffice", options["postoffice"],
@@ -412,7 +422,7 @@ def make_cluster(options: Options, reactor: Any) -> Any:
 def make_web_service(options: Options, reactor: Any, router: Any,
                      agent_stats: AgentStats | None = None,
                      hooks: "PlatformService | None" = None, hub: Any = None,
-                     desk: Any = None, node: Any = None) -> Listener:
+                     desk: Any = None, node: Any = None, figures: Any = None) -> Listener:
     """The ``--web`` listener (libchat.doors.web)."""
     log = Logger()
     secret = options["secret"]
@@ -431,7 +441,7 @@ def make_web_service(options: Options, reactor: Any, router: Any,
         from libchat.doors.platforms.figures import PlatformFigures
         extra = {"hooks": hooks.door.app.resource(), "collectors": (PlatformFigures(hooks.door),)}
     site = web.build(router, reactor, settings, agents=agent_stats, postoffice=hub, desk=desk,
-                     node=node, **extra)
+                     node=node, desk_figures=figures, **extra)
     # REST bodies are bounded like frames (libchat.doors.web.rest)
     return listener(reactor, "web", "web", options["web"],
                     bounded_site(site.resource(), options["max-frame"]))

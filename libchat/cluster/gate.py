@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from libchat.cluster.dialogs import SharedDialogStore
-from libchat.interfaces import IInstance, IInstanceOwner, IRuntime
+from libchat.interfaces import IInstance, IInstanceOwner, IResumingRuntime, IRuntime
 
 log = Logger()
 
@@ -79,7 +79,7 @@ class _Owner:
         self.owner.instanceGone(self.wrap(instance), connected, detail)
 
 
-@implementer(IRuntime)
+@implementer(IResumingRuntime)
 class GatedRuntime:
     """Wraps the runtime a cluster node's router starts programs with."""
 
@@ -100,6 +100,26 @@ class GatedRuntime:
                 g = gated[id(real)] = GatedInstance(real, self.store, dialog_id)
             return g
         return wrap(self.runtime.start(program, dialog_id, user_id, _Owner(owner, wrap)))
+
+    def resume(self, program: str, dialog_id: str, user_id: str,
+               owner: IInstanceOwner) -> IInstance | None:
+        """A dialog adopted by this node carries on where a resuming runtime
+        kept it (the cluster's operator desk took the tickets over)."""
+        if not IResumingRuntime.providedBy(self.runtime):
+            return None
+        gated: dict[int, GatedInstance] = {}
+
+        def wrap(real: IInstance) -> GatedInstance:
+            g = gated.get(id(real))
+            if g is None:
+                g = gated[id(real)] = GatedInstance(real, self.store, dialog_id)
+            return g
+        real = self.runtime.resume(program, dialog_id, user_id, _Owner(owner, wrap))
+        return wrap(real) if real is not None else None
+
+    def resumed(self) -> None:
+        if IResumingRuntime.providedBy(self.runtime):
+            self.runtime.resumed()
 
     def pauseEvents(self) -> None:
         self.runtime.pauseEvents()

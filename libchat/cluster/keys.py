@@ -101,6 +101,12 @@ class Keys:
         value the node id holding its connection; §12 across nodes)."""
         return f"{self.prefix}po:at"
 
+    @property
+    def desk_lease(self) -> str:
+        """String: the node holding the cluster's one operator desk (its id
+        and a token of its process), ``PX`` like a node lease."""
+        return f"{self.prefix}desk"
+
     def desk(self, node_id: str) -> str:
         """Hash: the operator desk's tickets of one node (§13); field dialog
         id, value the ticket as JSON."""

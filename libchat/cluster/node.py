@@ -48,12 +48,21 @@ class ClusterNode:
         self.router: ClusterRouter | None = None
         self.durable: bool | None = None  # appendonly yes + appendfsync always
         self.gateway: Any = None  # the web gateway, for the fan-out
+        self.desk: Any = None  # the operator desk's part on this node (libchat.cluster.desk)
         self.published = 0
 
     def wrap(self, engine: Router) -> ClusterRouter:
         self.router = ClusterRouter(engine, self.store, self.cluster, self.bus, self.lease,
                                     self.reactor, self.node_id)
         return self.router
+
+    def serve_desk(self, runtime: Any, library: Any) -> Any:
+        """One operator desk for the cluster (libchat.cluster.desk): returns
+        the IOperatorDesk the web door uses on this node."""
+        from libchat.cluster.desk import ClusterDesk
+        assert self.router is not None
+        self.desk = ClusterDesk(runtime, runtime.book, library, self.router, self.reactor)
+        return self.desk
 
     def serve_web(self, gateway: Any) -> None:
         """Web events reach every node's sockets (pub/sub); gaps are replayed."""
@@ -104,12 +113,17 @@ class ClusterNode:
         if self.gateway is not None:
             yield self.bus.subscribe(WEB, self._web_event)
         yield self.router.join()
+        if self.desk is not None:
+            self.desk.start()
         log.info("libchat cluster node {node} serving (Redis {address})", node=self.node_id,
                  address=str(self.conns.address))
 
     @defer.inlineCallbacks
     def stop(self) -> Any:
-        """After the router released its dialogs: the lease, the connections."""
+        """After the router released its dialogs: the desk's lease, the
+        node's, the connections."""
+        if self.desk is not None:
+            yield self.desk.stop()
         yield self.bus.stop()
         yield self.lease.stop(release=True)
         yield self.conns.disconnect()
@@ -126,7 +140,9 @@ class ClusterNode:
 
     def health(self) -> dict[str, Any]:
         status = self.router.status() if self.router is not None else {}
-        return {**status, "redis_durable": self.durable, "inbox_reads": self.bus.reads}
+        desk = self.desk.desk_node if self.desk is not None else None
+        return {**status, "redis_durable": self.durable, "inbox_reads": self.bus.reads,
+                "operator_desk": desk}
 
     def collector(self) -> "NodeFigures":
         return NodeFigures(self)

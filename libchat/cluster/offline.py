@@ -33,7 +33,8 @@ from libchat.doors.postoffice.seam import IOfflineQueue
 
 log = Logger()
 
-DOOR_SCRIPTS = ("po_put", "po_ack", "po_expire", "po_at", "po_off", "desk_adopt")
+DOOR_SCRIPTS = ("po_put", "po_ack", "po_expire", "po_at", "po_off", "desk_adopt",
+                "desk_lease", "desk_drop")
 SWEEP = 1.0  # seconds between expiry sweeps (each node)
 SAFETY_MS = 3_600_000  # a list outlives its newest expiry by this long, then Redis drops it
 SWEEP_TARGETS = 500  # clientIDs one sweep call looks at

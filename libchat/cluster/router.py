@@ -183,6 +183,9 @@ class ClusterRouter:
         # when a node is found dead (``on_dead``): libchat.cluster extensions
         self._handlers: dict[str, Callable[[dict[str, Any]], object]] = {}
         self._on_dead: list[Callable[[str], object]] = []
+        # where dialogs of some programs must live (``route``/``recovered``:
+        # a node id, None for any, or raise Unavailable): libchat.cluster.desk
+        self.placement: Any = None
         self._sweeping = False
         store.on_broken = self._forget
         for channel in channels:
@@ -308,7 +311,12 @@ class ClusterRouter:
     def _route(self, up: IUpstream, event: dict[str, Any], forwarded: bool) -> Any:
         dialog_id = event["dialog_id"]
         if dialog_id not in self._chains and self.store.owns(dialog_id):
-            return self._local(up, event)
+            try:
+                elsewhere = self._placed(up, event)
+            except Unavailable:
+                return unavailable(dialog_id, event.get("message_id"))
+            if elsewhere is None:
+                return self._local(up, event)
         return self._serial(dialog_id, lambda: self._claim_route(up, event, forwarded))
 
     def _local(self, up: IUpstream, event: dict[str, Any]) -> Any:
@@ -351,15 +359,21 @@ class ClusterRouter:
             for _ in range(MAX_HOPS):
                 if not self.ready:
                     break
+                owner: str | None
                 if self.store.owns(dialog_id):
-                    return (yield self._local(up, event))
-                owner = self._owners.get(dialog_id)
-                # only a node seen holding its lease at the last sweep is
-                # trusted without asking Redis (a dead one leaves `nodes`)
-                if owner is None or owner not in self.live or forwarded:
-                    owner = yield self._own(dialog_id)
+                    owner = self.node_id
+                else:
+                    owner = self._owners.get(dialog_id)
+                    # only a node seen holding its lease at the last sweep is
+                    # trusted without asking Redis (a dead one leaves `nodes`)
+                    if owner is None or owner not in self.live or forwarded:
+                        owner = yield self._own(dialog_id)
                 if owner == self.node_id:
-                    return (yield self._local(up, event))
+                    elsewhere = self._placed(up, event)
+                    if elsewhere is None:
+                        return (yield self._local(up, event))
+                    yield self._hand_over(dialog_id)
+                    owner = elsewhere
                 if forwarded:
                     return REDO
                 self._remember_owner(dialog_id, owner)
@@ -378,10 +392,52 @@ class ClusterRouter:
         if own.node == self.node_id and not self.store.owns(dialog_id):
             self.store.disown(dialog_id)  # a broken leftover
             record = yield self.store.fetch(dialog_id)
+            try:
+                elsewhere = self._placed_record(record)
+            except Unavailable:
+                yield self.cluster.release(dialog_id, self.lease.incarnation)
+                raise
+            if elsewhere is not None:  # bound to a program that lives elsewhere
+                yield self.cluster.release(dialog_id, self.lease.incarnation)
+                return elsewhere
             self.store.own(dialog_id, own.fence, record)
             if record is not None:
                 self.engine.recover(record)
         return own.node
+
+    # -- placement (libchat.cluster.desk: the operators' dialogs live on the desk node) --
+
+    def _placed(self, up: IUpstream, event: dict[str, Any]) -> str | None:
+        """The node that must own the dialog for this event, None for this
+        one; raises ``Unavailable`` when that node is not known now. Only a
+        user message of a dialog without a foreground moves it."""
+        if self.placement is None or event.get("event_type") != codes.USER_MESSAGE:
+            return None
+        node = self.placement.route(self.engine, up, event)
+        return None if node == self.node_id else node
+
+    def _placed_record(self, record: Any) -> str | None:
+        """Where a dialog just claimed must be recovered (None: here)."""
+        if self.placement is None or record is None:
+            return None
+        node = self.placement.recovered(record)
+        return None if node == self.node_id else node
+
+    @defer.inlineCallbacks
+    def _hand_over(self, dialog_id: str) -> Any:
+        """Let go of an owned dialog (its writes in Redis first) so that the
+        node placement named claims it with the event forwarded there."""
+        yield self.store.synced(dialog_id)
+        self._owners.pop(dialog_id, None)
+        self._forget(dialog_id)
+        yield self.cluster.release(dialog_id, self.lease.incarnation)
+        log.info("cluster: dialog {dialog_id} handed over for its program's placement",
+                 dialog_id=dialog_id)
+
+    def adopt(self, dialog_id: str) -> "defer.Deferred[Any]":
+        """Claim a dialog now if its owner is gone or it is free (the desk
+        node takes the dialogs of the tickets it took over)."""
+        return self._serial(dialog_id, partial(self._adopt, dialog_id))
 
     # -- forwarding ---------------------------------------------------------------------
 
@@ -609,7 +665,10 @@ class ClusterRouter:
     def _adopt(self, dialog_id: str) -> Any:
         if self.store.owns(dialog_id) or not self.ready:
             return
-        owner = yield self._own(dialog_id)
+        try:
+            owner = yield self._own(dialog_id)
+        except Unavailable:  # its placement cannot say where now: the next sweep
+            return
         if owner == self.node_id:
             self.adopted += 1
             log.info("cluster: adopted dialog {dialog_id}", dialog_id=dialog_id)

@@ -163,3 +163,61 @@ def test_a_node_that_loses_its_lease_stops_its_instances_and_acknowledges_nothin
     world.down = False
     run_for(world, 2.5)  # the next refresh succeeds: serving again
     assert a.router.ready
+
+
+class Placement:
+    """The router's placement hook as libchat.cluster.desk answers it: a
+    user message in a dialog with no foreground that asks for "human" must
+    be routed by node ``b`` (or, with ``desk`` None, by no node now)."""
+
+    def __init__(self) -> None:
+        self.desk: str | None = "b"
+
+    def route(self, engine: Any, up: Any, event: dict[str, Any]) -> str | None:
+        info = engine.info(event["dialog_id"])
+        if info is not None and info.state == "foreground":
+            return None
+        if "human" not in event["messages"]["content"]:
+            return None
+        if self.desk is None:
+            from libchat.interfaces import Unavailable
+            raise Unavailable("no desk")
+        return self.desk
+
+    def recovered(self, record: Any) -> str | None:
+        return None
+
+
+def test_placement_hands_a_dialog_over_to_the_node_it_names(
+        world: FakeRedis, programs: Path) -> None:
+    """The owner lets go of the dialog and forwards the message; the named
+    node claims it and starts the program; the transcript stays contiguous."""
+    make_program(programs, "human", keywords=["human"])
+    a, b = Node("a", world, programs), Node("b", world, programs)
+    for n in (a, b):
+        n.router.placement = Placement()
+    assert a.send(user_message("hello")).seq == 1  # no program: a 2003, owned by a
+    assert a.store.owns("d1")
+    receipt = a.send(user_message("human please", message_id="m2"))
+    settle(world)
+    assert receipt.ok and receipt.seq == 3
+    assert not a.store.owns("d1") and b.store.owns("d1")
+    assert a.runtime.started == []
+    (instance,) = b.runtime.started
+    assert [e["messages"]["content"] for e in instance.sent] == ["human please"]
+    # a message received by a is forwarded to the new owner
+    receipt = a.send(user_message("more", message_id="m3"))
+    settle(world)
+    assert receipt.seq == 4 and [e["messages"]["content"] for e in instance.sent][-1] == "more"
+
+
+def test_placement_with_no_node_now_is_a_2004_and_records_nothing(
+        world: FakeRedis, programs: Path) -> None:
+    make_program(programs, "human", keywords=["human"])
+    a = Node("a", world, programs)
+    a.router.placement = Placement()
+    a.router.placement.desk = None
+    a.send(user_message("hello"))
+    receipt = a.send(user_message("human please", message_id="m2"))
+    assert receipt.error is not None and receipt.error["code"] == codes.INTERNAL_ERROR
+    assert a.runtime.started == [] and a.store.owns("d1")

@@ -143,7 +143,8 @@ class WebApp:
 def build(router: IRouter, clock: IReactorTime, settings: WebSettings,
           now: Callable[[], float] | None = None, agents: Any = None,
           hooks: IResource | None = None, collectors: tuple[Any, ...] = (),
-          postoffice: Any = None, desk: Any = None, node: Any = None) -> WebApp:
+          postoffice: Any = None, desk: Any = None, node: Any = None,
+          desk_figures: Any = None) -> WebApp:
     """The web front doors of ``router``; the gateway is attached to it. The
     metrics read the router as :class:`~libchat.interfaces.IRouterStats`."""
     now = now or clock.seconds
@@ -162,7 +163,8 @@ def build(router: IRouter, clock: IReactorTime, settings: WebSettings,
         collectors += (postoffice.collector(),)
     if desk is not None:
         from libchat.runtimes.operators.figures import DeskFigures
-        collectors += (DeskFigures(desk),)
+        # the runtime's figures (a cluster node's door desk is a proxy)
+        collectors += (DeskFigures(desk_figures if desk_figures is not None else desk),)
     metrics = Metrics(IRouterStats(router), now, connections=registry.count,
                       users=registry.users, waiting=gateway.waiting, agents=agents,
                       collectors=collectors)

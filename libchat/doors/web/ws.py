@@ -211,8 +211,9 @@ class ChatSocket(WebSocketServerProtocol):
             if not self.operator or desk is None:
                 raise BadEvent(codes.BAD_REQUEST, "only operators may send 3102/3103",
                                _str(event.get("dialog_id")))
-            answer = desk.operator_event(self.user_id, event)
-            return [answer] if answer is not None else []
+            # a cluster node's desk may be on another node: a Deferred answer
+            return then(desk.operator_event(self.user_id, event),
+                        lambda answer: [answer] if answer is not None else [])
         event["user_id"] = self.user_id  # the identity decides, never the frame
         return then(self.factory.gateway.receive(check_upstream(event)),
                     lambda r: [r.error] if r.error is not None else [])
@@ -226,7 +227,13 @@ class ChatSocket(WebSocketServerProtocol):
         if not isinstance(after, int) or isinstance(after, bool) or after < 0:
             raise BadEvent(codes.BAD_REQUEST, "after must be an integer >= 0", dialog_id)
         desk = self.factory.desk
-        if self.operator and desk is not None and desk.assigned_to(dialog_id) == self.user_id:
+        if self.operator and desk is not None:  # on a cluster node the answer may be a Deferred
+            return then(desk.assigned_to(dialog_id),
+                        lambda holder: self._replay_of(holder, dialog_id, after))
+        return self._replay_of(None, dialog_id, after)
+
+    def _replay_of(self, holder: str | None, dialog_id: str, after: int) -> Any:
+        if holder is not None and holder == self.user_id:
             return self.factory.gateway.router.replay(dialog_id, after, MAX_REPLAY)
         try:  # a cluster node's NotFound arrives in a Deferred: _problem
             return self.factory.gateway.replay(self.user_id, dialog_id, after)

@@ -197,9 +197,15 @@ class OperatorRuntime(HeldCalls):
             op.dialogs.append(dialog_id)
             if not op.sinks:
                 self._arm_away(op)
+            else:  # connected before the dialog was resumed (a cluster's new desk)
+                self.clock.callLater(0, self._tell_resumed, ticket, instance, op)
         self.log.info("dialog {dialog_id} resumed ({state})", dialog_id=dialog_id,
                       state="queued" if ticket.operator is None else "assigned")
         return instance
+
+    def _tell_resumed(self, ticket: Ticket, instance: OperatorInstance, op: Operator) -> None:
+        if ticket.instance is instance and ticket.operator == op.operator_id:
+            op.send(self._assignment(ticket))
 
     def resumed(self) -> None:
         for dialog_id in list(self._kept):
@@ -208,6 +214,32 @@ class OperatorRuntime(HeldCalls):
         for op in self._operators.values():  # resumed in rank order: assignment order
             op.dialogs.sort(key=lambda d: self._tickets[d].assigned_at or 0.0)
         self._assign_all()
+
+    # -- a cluster's desk takes over tickets (libchat.cluster.desk) --------------------
+
+    def keep(self, tickets: list[dict[str, Any]]) -> None:
+        """Tickets another node's desk kept: each waits for its dialog to be
+        resumed here (as after a restart), with its rank and its clocks."""
+        for saved in tickets:
+            if saved["dialog_id"] not in self._tickets:
+                self._kept[saved["dialog_id"]] = self._ticket(saved)
+
+    def kept(self) -> list[str]:
+        """Dialogs of tickets kept and not resumed yet."""
+        return list(self._kept)
+
+    def settle_kept(self) -> None:
+        """Kept tickets were resumed (some may be left for later): their
+        operators' dialogs in assignment order, the queue offered again."""
+        for op in self._operators.values():
+            op.dialogs.sort(key=lambda d: self._tickets[d].assigned_at or 0.0
+                            if d in self._tickets else 0.0)
+        self._assign_all()
+
+    def forget_kept(self, dialog_id: str) -> None:
+        """The dialog was recovered without its ticket (it had ended): drop it."""
+        if self._kept.pop(dialog_id, None) is not None and dialog_id not in self._tickets:
+            self.book.drop(dialog_id)
 
     # -- the queue -------------------------------------------------------------------
 

@@ -1,0 +1,246 @@
+"""One operator desk for three real twistd nodes on one redis-server
+(CONTRACT §13 under §14; docs/scaleout.md "Operator desk").
+
+Users and operators on real WebSockets (development mode: ``?user_id=`` and
+``?role=operator``), each on a node of its own: the dialogs of the bundled
+``human`` program live on the desk node wherever their users are, operators
+reach the desk from any node, and the desk's death costs no one their place.
+The tests share one cluster and run in file order; the last one kills the
+desk node.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any, Callable
+
+import pytest
+from websockets.sync.client import ClientConnection, connect
+
+from ..launcher import wait_until
+from .nodes import Node
+from .redis_server import RedisServer
+
+pytestmark = pytest.mark.timeout(180)
+
+
+class WS:
+    """A blocking WebSocket client of one node's ``/ws``; every wait bounded."""
+
+    def __init__(self, node: Node, user_id: str, operator: bool = False) -> None:
+        role = "&role=operator" if operator else ""
+        self.conn: ClientConnection = connect(
+            f"ws://127.0.0.1:{node.ports['web']}/ws?user_id={user_id}{role}", open_timeout=10)
+        self.seen: list[dict[str, Any]] = []
+
+    def send(self, event: dict[str, Any]) -> None:
+        self.conn.send(json.dumps(event))
+
+    def say(self, dialog_id: str, text: str) -> None:
+        self.send({"event_type": 1001, "dialog_id": dialog_id, "message_id": uuid.uuid4().hex,
+                   "messages": {"content": text, "attachments": []}})
+
+    def until(self, done: Callable[[dict[str, Any]], bool], timeout: float = 15.0
+              ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"not within {timeout}s; seen: {self.seen[-10:]}")
+            event = json.loads(self.conn.recv(timeout=left))
+            self.seen.append(event)
+            if done(event):
+                return event
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def of(event_type: int, dialog_id: str | None = None) -> Callable[[dict[str, Any]], bool]:
+    return lambda e: e.get("event_type") == event_type and (
+        dialog_id is None or e.get("dialog_id") == dialog_id)
+
+
+def uid(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture(scope="module")
+def redis() -> Iterator[RedisServer]:
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def nodes(redis: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Node]]:
+    work = tmp_path_factory.mktemp("desk")
+    started: list[Node] = []
+    try:
+        for name in ("d1", "d2", "d3"):
+            started.append(Node(work, redis, name).start())
+        yield started
+    finally:
+        for n in started:
+            n.close()
+
+
+def roles(nodes: list[Node], timeout: float = 30.0) -> tuple[Node, Node, Node]:
+    """(the desk node, two others), once every live node names the same desk."""
+    live = [n for n in nodes if n.running]
+
+    def agreed() -> str | None:
+        time.sleep(0.2)
+        seen = {n.health().get("operator_desk") for n in live}
+        desk = seen.pop() if len(seen) == 1 else None
+        return desk if desk in {n.node_id for n in live} else None
+    desk_id = wait_until(agreed, timeout, "one operator desk named by every node")
+    desk = next(n for n in live if n.node_id == desk_id)
+    others = [n for n in nodes if n is not desk]
+    return desk, others[0], others[1]
+
+
+def test_a_user_on_one_node_is_served_by_an_operator_on_another(nodes: list[Node]) -> None:
+    """The human dialog lives on the desk node; neither the user nor the
+    operator is connected there: 3101 with the user's words, 3102 -> the
+    user's 2001 with ``operator``, 3103 -> 2002 ``completed``."""
+    desk, a, b = roles(nodes)
+    op_id, d = uid("op"), uid("d")
+    op = WS(b, op_id, operator=True)
+    alice = WS(a, uid("alice"))
+    try:
+        op.until(of(3100))
+        alice.say(d, "转人工")
+        assigned = op.until(of(3101, d))
+        assert assigned["program"] == "human"
+        assert [e["messages"]["content"] for e in assigned["transcript"]
+                if e["event_type"] == 1001] == ["转人工"]
+        op.send({"event_type": 3102, "dialog_id": d, "messages": {"content": "你好, 我是客服"}})
+        reply = alice.until(of(2001, d))
+        assert reply["operator"] == op_id and reply["messages"]["content"] == "你好, 我是客服"
+        # the desk node owns it: the user's next words reach the operator
+        alice.say(d, "谢谢")
+        heard = op.until(lambda e: of(1001, d)(e) and e["messages"]["content"] == "谢谢")
+        assert heard["seq"] > reply["seq"]
+        op.send({"event_type": 3103, "dialog_id": d})
+        ended = alice.until(of(2002, d))
+        assert ended["reason"] == "completed"
+        # another operator's write is refused wherever it comes from
+        other = WS(a, uid("op"), operator=True)
+        try:
+            other.until(of(3100))
+            other.send({"event_type": 3102, "dialog_id": d, "messages": {"content": "x"}})
+            refused = other.until(of(2004))
+            assert "not assigned to you" in refused["message"]
+        finally:
+            other.close()
+    finally:
+        op.close()
+        alice.close()
+
+
+def test_users_on_two_nodes_queue_first_come_first_served(nodes: list[Node]) -> None:
+    """Two users on two nodes wait in one queue (places 1 and 2); an operator
+    connecting on the third node is offered them in that order."""
+    desk, a, b = roles(nodes)
+    d1, d2 = uid("q1"), uid("q2")
+    u1, u2 = WS(a, uid("u1")), WS(b, uid("u2"))
+    op = None
+    try:
+        u1.say(d1, "转人工")
+        assert u1.until(of(2001, d1))["place"] == 1
+        u2.say(d2, "人工客服")
+        assert u2.until(of(2001, d2))["place"] == 2
+        op = WS(desk, uid("op"), operator=True)
+        snapshot = op.until(of(3100))
+        assert [q["dialog_id"] for q in snapshot["queue"]] == [d1, d2]
+        first = op.until(of(3101))
+        second = op.until(of(3101))
+        assert [first["dialog_id"], second["dialog_id"]] == [d1, d2]
+        for d in (d1, d2):
+            op.send({"event_type": 3103, "dialog_id": d})
+        assert u1.until(of(2002, d1))["reason"] == "completed"
+        assert u2.until(of(2002, d2))["reason"] == "completed"
+    finally:
+        for c in (u1, u2, op):
+            if c is not None:
+                c.close()
+
+
+def test_the_desk_node_killed_a_survivor_takes_the_queue_and_the_assignments(
+        nodes: list[Node]) -> None:
+    """kill -9 of the desk node: within seconds of its lease running out a
+    survivor holds the desk and its tickets; the queued users keep their
+    order, the assigned dialog its operator (who is back within 30 s, on a
+    survivor), and no user gets a 2002 ``program_exited``."""
+    desk, a, b = roles(nodes)
+    op_id = uid("op")
+    held, q1, q2 = uid("held"), uid("k1"), uid("k2")
+    users = {d: WS(a, uid("u")) for d in (held, q1, q2)}
+    op: WS | None = WS(b, op_id, operator=True)
+    try:
+        assert op is not None
+        op.until(of(3100))
+        users[held].say(held, "转人工")
+        op.until(of(3101, held))
+        op.close()  # the operator steps away: 30 s before losing the dialog
+        op = None
+        users[q1].say(q1, "转人工")
+        assert users[q1].until(of(2001, q1))["place"] == 1
+        users[q2].say(q2, "转人工")
+        assert users[q2].until(of(2001, q2))["place"] == 2
+        desk.kill9()
+        new_desk, _, _ = roles(nodes, timeout=40.0)
+        assert new_desk is not desk and new_desk.running
+        op = WS(b, op_id, operator=True)
+        op.until(of(3100), timeout=20.0)
+        order: list[str] = []
+        deadline = time.monotonic() + 30.0
+        while not {held, q1, q2} <= set(order):
+            e = op.until(of(3101), timeout=max(0.1, deadline - time.monotonic()))
+            order.append(e["dialog_id"])
+        assert order.index(q1) < order.index(q2), order  # the queue kept its order
+        for d in (q1, held):
+            op.send({"event_type": 3102, "dialog_id": d, "messages": {"content": f"back {d}"}})
+            reply = users[d].until(lambda e, d=d: of(2001, d)(e) and "operator" in e)
+            assert reply["operator"] == op_id
+        for user in users.values():
+            assert not [e for e in user.seen if e.get("event_type") == 2002], user.seen
+    finally:
+        for c in [*users.values(), op]:
+            if c is not None:
+                c.close()
+
+
+def test_the_desk_node_stopped_hands_the_desk_over_at_once(nodes: list[Node]) -> None:
+    """SIGTERM of the desk node: it lets go of the lease, the last node takes
+    the desk and the queued dialog (resumed, no 2002) within a few seconds."""
+    desk, a, b = roles(nodes)
+    survivor = a if a.running else b
+    d = uid("t")
+    user = WS(survivor, uid("u"))
+    op = None
+    try:
+        user.say(d, "转人工")
+        queued = user.until(of(2001, d))
+        assert queued["status"] == "queued"
+        desk.stop()
+        started = time.monotonic()
+        new_desk, _, _ = roles(nodes, timeout=20.0)
+        assert new_desk is survivor
+        assert time.monotonic() - started < 8.0  # no lease to wait out
+        op = WS(survivor, uid("op"), operator=True)
+        op.until(of(3101, d), timeout=15.0)
+        op.send({"event_type": 3102, "dialog_id": d, "messages": {"content": "here"}})
+        assert user.until(lambda e: of(2001, d)(e) and "operator" in e)["messages"][
+            "content"] == "here"
+        assert not [e for e in user.seen if e.get("event_type") == 2002], user.seen
+    finally:
+        for c in (user, op):
+            if c is not None:
+                c.close()
