@@ -18,6 +18,7 @@ from typing import Any, Callable
 from twisted.python import usage
 
 from libchat import config
+from libchat.errors import StartupError
 from libchat.doors.platforms import tables as platform_tables
 from libchat.doors.postoffice import settings as postoffice_settings
 from libchat.doors.web.auth import read_secret
@@ -30,10 +31,6 @@ DOOR_TABLES = (platform_tables.WECOM, platform_tables.LARK, postoffice_settings.
 DEFAULT_FRONT = "tcp:8082:interface=127.0.0.1"
 DEFAULT_API = "tcp:8083:interface=127.0.0.1"
 DEFAULT_WEB = "tcp:8080:interface=127.0.0.1"
-
-
-class StartupError(Exception):
-    """libchat cannot start; the message is one line saying what to change."""
 
 
 def _positive(kind: Callable[[str], Any], name: str, minimum: float = 0) -> Callable[[str], Any]:

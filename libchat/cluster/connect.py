@@ -41,7 +41,7 @@ from twisted.python.failure import Failure
 
 from libchat.histogram import FAST_BUCKETS, Histogram
 from libchat.cluster.interfaces import RedisUnavailable
-from libchat.options import StartupError
+from libchat.errors import StartupError
 
 log = Logger()
 
