@@ -90,8 +90,9 @@ class GatedRuntime:
     def counts(self, program: str) -> bool:
         return bool(self.runtime.counts(program))
 
-    def start(self, program: str, dialog_id: str, user_id: str,
-              owner: IInstanceOwner) -> IInstance:
+    def _wrapper(self, dialog_id: str) -> Callable[[IInstance], GatedInstance]:
+        """One gated instance per real one of a dialog (the owner's reports
+        and the router must name the same object)."""
         gated: dict[int, GatedInstance] = {}
 
         def wrap(real: IInstance) -> GatedInstance:
@@ -99,6 +100,11 @@ class GatedRuntime:
             if g is None:
                 g = gated[id(real)] = GatedInstance(real, self.store, dialog_id)
             return g
+        return wrap
+
+    def start(self, program: str, dialog_id: str, user_id: str,
+              owner: IInstanceOwner) -> IInstance:
+        wrap = self._wrapper(dialog_id)
         return wrap(self.runtime.start(program, dialog_id, user_id, _Owner(owner, wrap)))
 
     def resume(self, program: str, dialog_id: str, user_id: str,
@@ -107,13 +113,7 @@ class GatedRuntime:
         kept it (the cluster's operator desk took the tickets over)."""
         if not IResumingRuntime.providedBy(self.runtime):
             return None
-        gated: dict[int, GatedInstance] = {}
-
-        def wrap(real: IInstance) -> GatedInstance:
-            g = gated.get(id(real))
-            if g is None:
-                g = gated[id(real)] = GatedInstance(real, self.store, dialog_id)
-            return g
+        wrap = self._wrapper(dialog_id)
         real = self.runtime.resume(program, dialog_id, user_id, _Owner(owner, wrap))
         return wrap(real) if real is not None else None
 

@@ -15,6 +15,8 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from libchat.protocol.wire import FrameDecoder, encode_event
@@ -136,3 +138,28 @@ def gather(conns: list[FrameConn], count: int, timeout: float = 10.0) -> list[di
             if conn.sock in ready:
                 got.append(conn.next(0.5))
     return got[:count]
+
+
+@contextmanager
+def private_redis() -> Iterator[RedisServer]:
+    """A redis-server of the test module's own, stopped and removed after."""
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextmanager
+def started_nodes(work: Path, redis: RedisServer, names: Sequence[str],
+                  *args: str, **kw: Any) -> Iterator[list[Node]]:
+    """Nodes started in order, and stopped (SIGTERM, then their dirs) after."""
+    started: list[Node] = []
+    try:
+        for name in names:
+            started.append(Node(work, redis, name, *args, **kw).start())
+        yield started
+    finally:
+        for n in started:
+            n.stop()
+            n.close()

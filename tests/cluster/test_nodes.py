@@ -14,38 +14,27 @@ import random
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .nodes import FrameConn, Node, gather, message
+from .nodes import Node, gather, message, private_redis, started_nodes
 from .redis_server import RedisServer
 
 pytestmark = pytest.mark.timeout(180)
 
 
 @pytest.fixture(scope="module")
-def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    try:
+def redis() -> Iterator[RedisServer]:
+    with private_redis() as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
 def nodes(redis: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Node]]:
     work = tmp_path_factory.mktemp("cluster")
-    started: list[Node] = []
-    try:
-        for name in ("n1", "n2", "n3"):
-            started.append(Node(work, redis, name).start())
+    with started_nodes(work, redis, ("n1", "n2", "n3")) as started:
         yield started
-    finally:
-        for n in started:
-            n.stop()
-            n.close()
 
 
 def reply_of(event: dict[str, Any]) -> dict[str, Any]:

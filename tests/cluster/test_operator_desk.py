@@ -21,7 +21,7 @@ import pytest
 from websockets.sync.client import ClientConnection, connect
 
 from ..launcher import wait_until
-from .nodes import Node
+from .nodes import Node, private_redis, started_nodes
 from .redis_server import RedisServer
 
 pytestmark = pytest.mark.timeout(180)
@@ -70,24 +70,15 @@ def uid(prefix: str) -> str:
 
 @pytest.fixture(scope="module")
 def redis() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    try:
+    with private_redis() as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
 def nodes(redis: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Node]]:
     work = tmp_path_factory.mktemp("desk")
-    started: list[Node] = []
-    try:
-        for name in ("d1", "d2", "d3"):
-            started.append(Node(work, redis, name).start())
+    with started_nodes(work, redis, ("d1", "d2", "d3")) as started:
         yield started
-    finally:
-        for n in started:
-            n.close()
 
 
 def roles(nodes: list[Node], timeout: float = 30.0) -> tuple[Node, Node, Node]:

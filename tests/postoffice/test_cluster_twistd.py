@@ -23,7 +23,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from tests.cluster.nodes import Node, http
+from tests.cluster.nodes import Node, http, private_redis, started_nodes
 from tests.cluster.redis_server import RedisServer
 from tests.launcher import LOOPBACK_ZERO
 
@@ -42,11 +42,8 @@ T = 10.0
 
 @pytest.fixture(scope="module")
 def redis() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    try:
+    with private_redis() as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -59,17 +56,10 @@ def nodes(redis: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Itera
         "wait": 8, "keywords": ["calc"]}}))
     cfg = work / "libchat.toml"
     cfg.write_text(CONFIG)
-    started: list[Node] = []
-    try:
-        for name in ("pa", "pb"):
-            started.append(Node(work, redis, name, "--config", str(cfg),
-                                "--postoffice", LOOPBACK_ZERO, programs=str(programs)).start())
+    with started_nodes(work, redis, ("pa", "pb"), "--config", str(cfg),
+                       "--postoffice", LOOPBACK_ZERO, programs=str(programs)) as started:
         wait_live(started, 2)
         yield started
-    finally:
-        for n in started:
-            n.stop()
-            n.close()
 
 
 def wait_live(nodes: list[Node], count: int, timeout: float = 15.0) -> None:
