@@ -10,7 +10,9 @@ first), the flush is a :class:`TimerService`.
 from __future__ import annotations
 
 import gc
+import atexit
 import os
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -93,6 +95,13 @@ class Listener(StreamServerEndpointService):
     def stopService(self) -> "defer.Deferred[None]":
         self.port = None
         return super().stopService()
+
+
+def _exit_failed() -> None:
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        if stream is not None:
+            stream.flush()
+    os._exit(1)
 
 
 class FlushService(TimerService):
@@ -185,8 +194,11 @@ class LibchatService(service.MultiService):
             self.node.start().addErrback(self._cluster_failed)
 
     def _cluster_failed(self, f: Any) -> None:
-        """A node that cannot join does not run on alone: one line, then exit."""
+        """A node that cannot join does not run on alone: one line, then twistd
+        stops and exits with status 1 (after its own clean-up: the pidfile,
+        the log; twistd has no exit status of its own for a stop)."""
         self.log.critical("{why}", why=f.getErrorMessage())
+        atexit.register(_exit_failed)
         from twisted.internet import reactor
         if reactor.running:
             reactor.stop()

@@ -100,15 +100,21 @@ class ClusterNode:
                       "appendfsync always", address=str(self.conns.address),
                       ao="yes" if info.appendonly else "no", fs=info.appendfsync)
         deadline = self.reactor.seconds() + TTL + 2
+        waited = False
         while True:
             try:
                 yield self.lease.start()
                 break
             except LeaseTaken:
                 if self.reactor.seconds() > deadline:
-                    raise
-                log.info("cluster: node id {node} is still leased (a previous process?); "
-                         "waiting for it to expire", node=self.node_id)
+                    raise RedisNotSuitable(
+                        f"libchat: --node-id {self.node_id} is held by another live node; "
+                        "give each node its own --node-id") from None
+                if not waited:
+                    waited = True
+                    log.info("cluster: node id {node} is still leased (a previous process?); "
+                             "waiting up to {s:g}s for it to expire", node=self.node_id,
+                             s=TTL + 2)
                 yield task.deferLater(self.reactor, 1.0, lambda: None)
         if self.gateway is not None:
             yield self.bus.subscribe(WEB, self._web_event)

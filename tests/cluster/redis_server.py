@@ -73,10 +73,12 @@ class RedisServer:
     fsyncs each one); ``restart()`` starts it again on the same dir and port.
     """
 
-    def __init__(self, password: str | None = None, unixsocket: bool = False) -> None:
+    def __init__(self, password: str | None = None, unixsocket: bool = False,
+                 appendfsync: str = "always") -> None:
         if not os.path.exists(REDIS_SERVER):
             pytest.skip(f"{REDIS_SERVER} is not installed (apt-get install redis-server)")
         self.password = password
+        self.appendfsync = appendfsync  # "everysec": a Redis that may lose acked writes
         self.dir = Path(tempfile.mkdtemp(prefix="lcredis-"))
         self.port = free_port()
         self.socket_path: Path | None = self.dir / "redis.sock" if unixsocket else None
@@ -100,7 +102,7 @@ class RedisServer:
     def _argv(self) -> list[str]:
         argv = [REDIS_SERVER, str(self.dir / "redis.conf"),
                 "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-                "--appendonly", "yes", "--appendfsync", "always", "--save", "",
+                "--appendonly", "yes", "--appendfsync", self.appendfsync, "--save", "",
                 "--daemonize", "no", "--logfile", str(self.dir / "redis.log")]
         if self.socket_path is not None:
             argv += ["--unixsocket", str(self.socket_path), "--unixsocketperm", "700"]
