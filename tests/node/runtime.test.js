@@ -73,7 +73,8 @@ describe('messages and replies', () => {
       const net = require('net');
       let writes = 0;
       const write = net.Socket.prototype.write;
-      net.Socket.prototype.write = function (...a) { if (this !== process.stderr) writes++; return write.apply(this, a); };
+      // libchat's socket only (a warm instance's loopback warm-up writes over TCP)
+      net.Socket.prototype.write = function (...a) { if (this !== process.stderr && this.remotePort === undefined) writes++; return write.apply(this, a); };
       const chat = require('libchat');
       chat.onMessage((msg) => { for (const n of [1, 2, 3]) chat.reply(msg.content + n); });
       chat.onClose(() => { process.stderr.write('writes=' + writes + '\\n'); });
@@ -93,7 +94,8 @@ describe('messages and replies', () => {
       const net = require('net');
       let writes = 0;
       const write = net.Socket.prototype.write;
-      net.Socket.prototype.write = function (...a) { if (this !== process.stderr) writes++; return write.apply(this, a); };
+      // libchat's socket only (a warm instance's loopback warm-up writes over TCP)
+      net.Socket.prototype.write = function (...a) { if (this !== process.stderr && this.remotePort === undefined) writes++; return write.apply(this, a); };
       const chat = require('libchat');
       chat.onMessage((msg) => { chat.reply(msg.content + '!'); });
       chat.onClose(() => { process.stderr.write('writes=' + writes + '\\n'); });
