@@ -182,6 +182,12 @@ class NodeFigures:
         yield GaugeMetricFamily("libchat_cluster_inbox_reads",
                                 "Blocking inbox reads made (grows while the reader is alive).",
                                 value=node.bus.reads)
+        if router is not None:
+            lag = HistogramMetricFamily("libchat_cluster_inbox_lag_seconds",
+                                        "From another node's send of a forwarded event to "
+                                        "its read from this node's inbox.")
+            lag.add_metric([], router.inbox_lag.cumulative(), sum_value=router.inbox_lag.total)
+            yield lag
         h = node.conns.round_trips
         rtt = HistogramMetricFamily("libchat_cluster_redis_seconds",
                                     "Round trip of answered Redis commands.")

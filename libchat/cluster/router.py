@@ -65,6 +65,7 @@ from libchat.interfaces import (
     TokenInfo,
     Unavailable,
 )
+from libchat.histogram import FAST_BUCKETS, Histogram
 from libchat.jsonc import dumps, loads
 from libchat.protocol import codes
 from libchat.storage.records import DialogRecord
@@ -166,6 +167,7 @@ class ClusterRouter:
         self.observers = engine.observers
         self.instance_observers = engine.instance_observers
         self.forwarded = 0  # events this node sent to an owner elsewhere
+        self.inbox_lag = Histogram(FAST_BUCKETS)  # forwarded events, sent -> read here
         self.adopted = 0  # dialogs taken from a node whose lease was gone
         self._gated: dict[IUpstream, GatedUpstream] = {}
         self._by_key: dict[str, GatedUpstream] = {}
@@ -526,6 +528,9 @@ class ClusterRouter:
 
     def _forwarded(self, message: dict[str, Any]) -> None:
         event = message["e"]
+        # inbox lag: from the sender's XADD to this read (the nodes' wall clocks)
+        self.inbox_lag.observe(max(0.0, self.wall() - (message.get("exp", 0)
+                                                        - self.forward_timeout)))
         if self.wall() > message.get("exp", 0):
             log.warn("cluster: dropping a {etype} of {dialog_id} from {node}: read after its "
                      "sender gave up", etype=event.get("event_type"),
@@ -758,4 +763,6 @@ class ClusterRouter:
                 "lease_age": None if age is None else round(age, 3),
                 "steady": bool(self.lease.steady), "owned_dialogs": len(self.store.owned()),
                 "live_nodes": sorted(self.live), "forwarded": self.forwarded,
+                "inbox_lag_avg": round(self.inbox_lag.total / max(1, sum(self.inbox_lag.counts)),
+                                       6),
                 "adopted": self.adopted}
