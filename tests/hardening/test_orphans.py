@@ -70,9 +70,14 @@ def test_next_start_cleans_a_dead_run_whose_watchdog_died_too(
     try:
         grandchild, pids = start_programs(first)
         spawned[1].extend(pids)
+        # all three die at once: twistd frozen first, so it cannot stop the
+        # instances itself when it sees the launcher go (nor the launcher
+        # when it sees twistd go, nor the watchdog after either)
+        os.kill(first.pid, signal.SIGSTOP)
+        launcher = first.spawn_launcher_pid()
+        os.kill(launcher, signal.SIGSTOP)
         os.kill(first.watchdog_pid(), signal.SIGKILL)
-        # the launcher would end its children (and their groups) itself
-        os.kill(first.spawn_launcher_pid(), signal.SIGKILL)
+        os.kill(launcher, signal.SIGKILL)
         first.kill9()
         # the SDK makes the direct children leave; the grandchild stays
         wait_until(lambda: sum(alive(p) for p in pids) == 1, timeout=5)
