@@ -187,6 +187,9 @@ class LibchatService(service.MultiService):
     def startService(self) -> None:
         if self.watchdog is not None:
             self.watchdog.start()
+        launcher = getattr(self.runtime, "launcher", None)
+        if launcher is not None:  # libchat/runtimes/node/launcher.py, with the server
+            launcher.start()
         self.router.start()
         super().startService()
         self.log.info("libchat ready")

@@ -246,6 +246,13 @@ class LauncherClient:
 
     # -- the launcher process ---------------------------------------------------------
 
+    def start(self) -> None:
+        """Start the launcher now (the service starts it with the server, so
+        the first program does not wait for it, and the descriptors it holds
+        are there from the start); spawning starts it again if it died."""
+        if not self.closed:
+            self._ensure()
+
     def _ensure(self) -> _Control:
         if self._control is not None:
             return self._control
