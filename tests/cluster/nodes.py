@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import select
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -19,10 +18,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from libchat.protocol.wire import FrameDecoder, encode_event
-
+from ..hardening.procs import FrameConn as _Blocking
+from ..hardening.procs import message
 from ..launcher import BUNDLED, FIXTURES, Libchat
 from .redis_server import RedisServer
+
+__all__ = ["FrameConn", "Node", "gather", "http", "message", "private_redis",
+           "started_nodes"]
 
 SERVING = r"libchat cluster node (\S+) serving"
 
@@ -74,50 +76,11 @@ def http(port: int, method: str, path: str, body: Any = None, user: str | None =
         return e.code, json.loads(e.read() or b"null")
 
 
-class FrameConn:
-    """A blocking front-protocol client."""
+class FrameConn(_Blocking):
+    """The hardening tests' blocking frame client, under the names these tests use."""
 
-    def __init__(self, port: int, timeout: float = 10.0) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        self.sock.settimeout(timeout)
-        self.decoder = FrameDecoder()
-        self.events: list[dict[str, Any]] = []
-
-    def send(self, event: dict[str, Any]) -> None:
-        self.sock.sendall(encode_event(event))
-
-    def next(self, timeout: float = 10.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while not self.events:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"no event within {timeout}s")
-            self.sock.settimeout(left)
-            data = self.sock.recv(65536)
-            if not data:
-                raise ConnectionError("closed by the server")
-            frames, error = self.decoder.feed(data)
-            assert error is None, error
-            self.events.extend(json.loads(body) for _, body in frames)
-        return self.events.pop(0)
-
-    def until(self, predicate: Any, timeout: float = 10.0) -> list[dict[str, Any]]:
-        """Events up to and including the first one ``predicate`` accepts."""
-        got: list[dict[str, Any]] = []
-        deadline = time.monotonic() + timeout
-        while True:
-            event = self.next(max(0.01, deadline - time.monotonic()))
-            got.append(event)
-            if predicate(event):
-                return got
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-def message(content: str, dialog_id: str, user_id: str = "u1", **extra: Any) -> dict[str, Any]:
-    return {"event_type": 1001, "dialog_id": dialog_id, "user_id": user_id,
-            "messages": {"content": content}, **extra}
+    next = _Blocking.recv
+    until = _Blocking.recv_until
 
 
 def gather(conns: list[FrameConn], count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
