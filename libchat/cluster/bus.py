@@ -21,11 +21,9 @@ from zope.interface import implementer
 
 from libchat.cluster.connect import RedisConnections
 from libchat.cluster.interfaces import IBus, RedisUnavailable
-from libchat.cluster.keys import Keys
+from libchat.cluster.keys import INBOX_MAXLEN, Keys
 
 log = Logger()
-
-INBOX_MAXLEN = 10000  # doorbells kept per inbox (approximate trim); only the unread matter
 
 
 def _text(value: Any) -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from libchat.cluster.dialogs import SharedDialogStore
@@ -36,9 +37,13 @@ def gate(store: SharedDialogStore, event: dict[str, Any],
         return
     d = store.synced(dialog_id)
     d.addCallback(lambda _: send(event))
-    d.addErrback(lambda f: log.info("cluster: not passing on a {etype} of {dialog_id}: {why}",
-                                    etype=event.get("event_type"), dialog_id=dialog_id,
-                                    why=f.getErrorMessage()))
+    d.addErrback(dropped, event, dialog_id)
+
+
+def dropped(f: Failure, event: dict[str, Any], dialog_id: str) -> None:
+    """An errback: the event's dialog was not written, so it does not leave."""
+    log.info("cluster: not passing on a {etype} of {dialog_id}: {why}",
+             etype=event.get("event_type"), dialog_id=dialog_id, why=f.getErrorMessage())
 
 
 @implementer(IInstance)

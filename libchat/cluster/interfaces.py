@@ -48,6 +48,16 @@ class Ownership:
 
 
 @attrs.frozen
+class Then:
+    """A message to a node's inbox that rides with a transcript append
+    (:meth:`IClusterStore.append`), sent only if the entry got ``seq``."""
+
+    node: str
+    payload: bytes
+    seq: int
+
+
+@attrs.frozen
 class Entry:
     """One transcript entry of the shared stream: its seq and its bytes."""
 
@@ -83,11 +93,15 @@ class IClusterStore(Interface):
         """Deferred[Ownership | None]: the recorded owner (live or not)."""
 
     def append(dialog_id: str, incarnation: str, fence: int, data: bytes,
-               record: bytes = b"") -> Deferred[int]:
+               record: bytes = b"", then: Then | None = None) -> Deferred[int]:
         """Deferred[int]: record one transcript entry and return its seq (one
         more than the last, cluster-wide), and with ``record`` keep the dialog
         record in the same step; fails with :class:`StaleFence` if the caller
-        is not the owner under ``fence`` or its lease is gone."""
+        is not the owner under ``fence`` or its lease is gone. With ``then``,
+        the same atomic step appends ``then.payload`` to ``then.node``'s inbox
+        (as :meth:`IBus.send`) if the entry got seq ``then.seq``: a message
+        that must not leave before the entry is in Redis costs no second
+        round trip (nor a second fsync)."""
 
     def put_record(dialog_id: str, incarnation: str, fence: int, record: bytes) -> Deferred[None]:
         """Deferred[None]: keep the dialog record (without its transcript);

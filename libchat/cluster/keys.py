@@ -10,6 +10,7 @@ from __future__ import annotations
 import attrs
 
 DEFAULT_PREFIX = "lc:"
+INBOX_MAXLEN = 10000  # messages kept per inbox (approximate trim); only the unread matter
 
 
 @attrs.frozen

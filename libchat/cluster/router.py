@@ -50,7 +50,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from libchat.cluster.dialogs import SharedDialogStore
-from libchat.cluster.gate import gate
+from libchat.cluster.gate import dropped, gate
 from libchat.cluster.interfaces import IBus, IClusterStore, StaleFence
 from libchat.core.router import Router
 from libchat.core.transcript import after as entries_after
@@ -122,8 +122,14 @@ class RemoteUpstream:
         return self.node not in self.router.dead
 
     def deliver(self, event: dict[str, Any]) -> None:
-        gate(self.router.store, event, lambda e: self.router.send(
-            self.node, {"t": "out", "up": self.key, "ch": self.channel, "e": e, "hops": 0}))
+        message = {"t": "out", "up": self.key, "ch": self.channel, "e": event, "hops": 0}
+        dialog_id = event.get("dialog_id")
+        if isinstance(dialog_id, str):  # usually: the reply rides on its own append
+            d = self.router.store.synced_sending(dialog_id, self.node, dumps(message))
+            if d is not None:
+                d.addErrback(dropped, event, dialog_id)
+                return
+        gate(self.router.store, event, lambda e: self.router.send(self.node, message))
 
 
 @implementer(IUpstream)

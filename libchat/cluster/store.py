@@ -10,8 +10,8 @@ from zope.interface import implementer
 
 from libchat.cluster.connect import RedisConnections
 from libchat.cluster.interfaces import (Entry, IClusterStore, LeaseTaken, Ownership,
-                                        StaleFence)
-from libchat.cluster.keys import Keys
+                                        StaleFence, Then)
+from libchat.cluster.keys import INBOX_MAXLEN, Keys
 from libchat.cluster.scripts import Scripts
 
 
@@ -100,9 +100,13 @@ class RedisClusterStore:
     # -- the transcript ----------------------------------------------------------------
 
     def append(self, dialog_id: str, incarnation: str, fence: int,
-               data: bytes, record: bytes = b"") -> defer.Deferred[int]:
-        d = self.scripts.call("append", [self.keys.dialog(dialog_id), self.keys.log(dialog_id)],
-                              [self.keys.prefix, incarnation, fence, data, record])
+               data: bytes, record: bytes = b"", then: Then | None = None) -> defer.Deferred[int]:
+        keys = [self.keys.dialog(dialog_id), self.keys.log(dialog_id)]
+        args: list[Any] = [self.keys.prefix, incarnation, fence, data, record]
+        if then is not None:
+            keys.append(self.keys.inbox(then.node))
+            args += [then.payload, then.seq, INBOX_MAXLEN]
+        d = self.scripts.call("append", keys, args)
         d.addErrback(_fenced)
         return d.addCallback(int)
 

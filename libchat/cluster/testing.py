@@ -18,7 +18,7 @@ from twisted.internet import defer, task
 from zope.interface import implementer
 
 from libchat.cluster.interfaces import (Entry, IBus, IClusterStore, LeaseTaken, Ownership,
-                                        RedisUnavailable, StaleFence)
+                                        RedisUnavailable, StaleFence, Then)
 
 T = TypeVar("T")
 
@@ -57,6 +57,13 @@ class FakeRedis:
             self.leases.pop(node_id, None)
             return None
         return held[0]
+
+    def post(self, node_id: str, payload: bytes) -> None:
+        """A message into the node's inbox, handed to its listeners at once."""
+        self.inboxes.setdefault(node_id, []).append(payload)
+        for _, on_message in list(self.listeners.get(node_id, [])):
+            if on_message is not None:
+                _safely(on_message, payload)
 
     def run(self, fn: Callable[[], T]) -> defer.Deferred[T]:
         if self.down:
@@ -136,13 +143,15 @@ class FakeClusterStore:
         return d
 
     def append(self, dialog_id: str, incarnation: str, fence: int,
-               data: bytes, record: bytes = b"") -> defer.Deferred[int]:
+               data: bytes, record: bytes = b"", then: Then | None = None) -> defer.Deferred[int]:
         def op() -> int:
             d = self._owned_by(dialog_id, incarnation, fence)
             d.seq += 1
             self.world.logs.setdefault(dialog_id, []).append(bytes(data))
             if record:
                 d.rec = bytes(record)
+            if then is not None and then.seq == d.seq:
+                self.world.post(then.node, bytes(then.payload))
             return d.seq
         return self.world.run(op)
 
@@ -247,12 +256,7 @@ class FakeBus:
         return self.world.run(op)
 
     def send(self, node_id: str, payload: bytes) -> defer.Deferred[None]:
-        def op() -> None:
-            self.world.inboxes.setdefault(node_id, []).append(bytes(payload))
-            for _, on_message in list(self.world.listeners.get(node_id, [])):
-                if on_message is not None:
-                    _safely(on_message, bytes(payload))
-        return self.world.run(op)
+        return self.world.run(lambda: self.world.post(node_id, bytes(payload)))
 
     def listen(self, node_id: str, callback: Callable[[str], object],
                on_message: Callable[[bytes], object] | None = None) -> defer.Deferred[None]:

@@ -13,7 +13,7 @@ from twisted.internet import defer, reactor, task
 from zope.interface.verify import verifyObject
 
 from libchat.cluster.interfaces import (IBus, IClusterStore, LeaseTaken, Ownership,
-                                        RedisUnavailable, StaleFence)
+                                        RedisUnavailable, StaleFence, Then)
 
 from .backends import Backend, FakeBackend, RealBackend
 from .redis_server import RedisServer
@@ -239,6 +239,34 @@ class ClusterContract:
         yield done
         assert got == [b"m1", "d1", b"m2"]
         yield a.bus.stop()
+        yield b.bus.stop()
+
+    @pytest_twisted.inlineCallbacks
+    def test_a_message_rides_with_an_append_only_if_the_entry_got_its_seq(
+            self, backend: Backend) -> Any:
+        a = yield backend.node("a", ttl_ms=10000)
+        b = yield backend.node("b", ttl_ms=10000)
+        got: list[Any] = []
+        synced = arrival()
+
+        def message(payload: bytes) -> None:
+            got.append(payload)
+            if payload == b"sync":
+                fire(synced, None)
+        yield b.bus.listen("b", got.append, message)
+        own = yield a.store.claim("t", a.node_id, a.inc)
+        assert (yield a.store.append("t", a.inc, own.fence, b"e1", b"",
+                                     Then("b", b"after e1", 1))) == 1
+        # numbered 2, not 5: the entry is written, the message is not sent
+        assert (yield a.store.append("t", a.inc, own.fence, b"e2", b"",
+                                     Then("b", b"wrong seq", 5))) == 2
+        with pytest.raises(StaleFence):  # fenced: neither the entry nor the message
+            yield a.store.append("t", a.inc, own.fence + 1, b"e3", b"",
+                                 Then("b", b"fenced", 3))
+        yield a.bus.send("b", b"sync")
+        yield synced
+        assert got == [b"after e1", b"sync"]
+        assert [e.data for e in (yield a.store.read("t"))] == [b"e1", b"e2"]
         yield b.bus.stop()
 
     @pytest_twisted.inlineCallbacks

@@ -106,6 +106,28 @@ def test_an_event_received_by_another_node_reaches_the_owners_instance_once(
     assert [e.seq for e in world.dialogs.values()] == [3]
 
 
+def test_a_reply_to_another_nodes_upstream_rides_on_its_append_and_dies_with_it(
+        world: FakeRedis, programs: Path) -> None:
+    a, b = Node("a", world, programs), Node("b", world, programs)
+    a.send(user_message("echo one"))
+    b.send(user_message("echo two", message_id="m2"))
+    settle(world)
+    (instance,) = a.runtime.started
+    sent: list[bytes] = []
+    real_send = a.router.bus.send
+    a.router.bus.send = lambda node, payload: (sent.append(payload), real_send(node, payload))[1]
+    instance.say({"event_type": codes.REPLY, "messages": {"content": "hi"}})
+    settle(world)
+    assert b.up.types() == [codes.REPLY] and b.up.events[-1]["seq"] == 3
+    assert sent == []  # no separate XADD: the append carried it (SharedDialogStore.synced_sending)
+    # an append Redis refuses (the owner is fenced out) sends nothing either
+    world.dialogs["d1"].fence += 1
+    instance.say({"event_type": codes.REPLY, "messages": {"content": "fenced"}})
+    settle(world)
+    assert b.up.types() == [codes.REPLY] and sent == []
+    assert [bytes(x) for x in world.logs["d1"]][-1].count(b"fenced") == 0
+
+
 def test_a_write_redis_does_not_take_is_never_acknowledged_nor_delivered(
         world: FakeRedis, programs: Path) -> None:
     a = Node("a", world, programs)
