@@ -3,6 +3,9 @@ fsync every write, a node id already in use, no Redis at all."""
 
 from __future__ import annotations
 
+import json
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -10,7 +13,7 @@ from twisted.python import usage
 
 from libchat.options import Options
 
-from .nodes import Node
+from .nodes import Node, message
 from .redis_server import RedisServer, free_port
 
 pytestmark = pytest.mark.timeout(90)
@@ -85,3 +88,58 @@ def test_no_redis_at_the_endpoint_ends_twistd_with_one_line(tmp_path: Path) -> N
 class _Nowhere:
     def __init__(self, port: int) -> None:
         self.endpoint = f"tcp:host=127.0.0.1:port={port}"
+
+
+PASSWORD = "pw-7f3c9e1d-never-logged"
+
+
+def test_the_redis_password_reaches_no_log_metric_health_or_command_line(
+        tmp_path: Path) -> None:
+    """``--redis-password-file`` on a real twistd node and a password-protected
+    redis-server, through traffic and a Redis restart (the reconnects log):
+    the password is in none of the node's output, ``/metrics``, ``/healthz``
+    or the process's command line; a wrong one ends the node with one line
+    that does not show it either."""
+    redis = RedisServer(password=PASSWORD).start()
+    secret = tmp_path / "redis.pw"
+    secret.write_text(PASSWORD + "\n")
+    secret.chmod(0o600)
+    wrong = tmp_path / "wrong.pw"
+    wrong.write_text("wrong-" + PASSWORD + "\n")
+    node = Node(tmp_path, redis, "sec", "--redis-password-file", str(secret))
+    refused = Node(tmp_path, redis, "bad", "--redis-password-file", str(wrong))
+    try:
+        node.start()
+        conn = node.front()
+        conn.send(message("set k v", "pw-d", intent="memory"))
+        assert conn.until(lambda e: e["event_type"] == 2001, 15)[-1]["messages"][
+            "content"] == "saved k"
+        redis.kill9()
+        redis.restart()
+        node.wait_log(r"reading inbox \S+ again", 20)  # reconnected, with AUTH
+        deadline = time.monotonic() + 20
+        while True:  # a 2004 while the command connection comes back: again
+            conn.send(message("get k", "pw-d", message_id=f"get-{time.monotonic()}"))
+            last = conn.until(lambda e: e["event_type"] in (2001, 2004), 15)[-1]
+            if last["event_type"] == 2001 or time.monotonic() > deadline:
+                break
+        assert last["messages"]["content"] == '"v"', last
+        conn.close()
+        exposed = {"output": node.output(),
+                   "metrics": urllib.request.urlopen(node.url("/metrics"), timeout=10)
+                   .read().decode(),
+                   "healthz": json.dumps(node.http("GET", "/healthz")[1]),
+                   "cmdline": Path(f"/proc/{node.pid}/cmdline").read_bytes().decode()}
+        assert node.health()["serving"] is True
+        refused.spawn()
+        refused.wait_log(r"cannot use Redis at .*", 30)
+        assert refused.popen is not None and refused.popen.wait(15) != 0
+        refused.join_output()
+        exposed["refused output"] = refused.output()
+        leaked = [where for where, text in exposed.items() if PASSWORD in text]
+        assert leaked == [], leaked
+    finally:
+        for n in (refused, node):
+            n.stop()
+            n.close()
+        redis.stop()
