@@ -4,7 +4,8 @@ An :class:`~libchat.interfaces.IStore` for the local router of a node started
 with ``--redis`` (CONTRACT §14). The router keeps working on in-memory
 :class:`DialogRecord` objects, synchronously, as on one node; this store holds
 only the dialogs the node *owns* (claimed under a fence token), and writes
-every change to Redis through the fenced Lua ``append``/``put_record``:
+every change to Redis through the fenced Lua ``append`` (``put_record`` is
+the same script without an entry):
 
 - each new transcript entry is one ``append`` (the record without its
   transcript rides with the last one of a batch), so ``seq`` is assigned by

@@ -21,7 +21,7 @@ from libchat.cluster.connect import RedisConnections
 
 log = Logger()
 
-NAMES = ("claim", "append", "put_record", "release", "lease_acquire", "lease_refresh", "lease_drop")
+NAMES = ("claim", "append", "release", "lease_acquire", "lease_refresh", "lease_drop")
 
 
 def source(name: str) -> bytes:

@@ -112,10 +112,9 @@ class RedisClusterStore:
 
     def put_record(self, dialog_id: str, incarnation: str, fence: int,
                    record: bytes) -> defer.Deferred[None]:
-        d = self.scripts.call("put_record", [self.keys.dialog(dialog_id)],
-                              [self.keys.prefix, incarnation, fence, record])
-        d.addErrback(_fenced)
-        return d.addCallback(lambda _: None)
+        # the append script with no entry: one owner check for both (lua/append.lua)
+        return self.append(dialog_id, incarnation, fence, b"", record).addCallback(
+            lambda _: None)
 
     def get_record(self, dialog_id: str) -> defer.Deferred[tuple[bytes | None, int]]:
         d = self.conns.call("HMGET", self.keys.dialog(dialog_id), "rec", "seq")

@@ -32,6 +32,21 @@ def fire(d: defer.Deferred[Any], value: Any) -> None:
         d.callback(value)
 
 
+@defer.inlineCallbacks
+def inbox_until(node: Any, last: bytes) -> Any:
+    """The node listens to its inbox: (what arrives, doorbells and messages
+    in order; a Deferred fired when the message ``last`` has)."""
+    got: list[Any] = []
+    done = arrival()
+
+    def message(payload: bytes) -> None:
+        got.append(payload)
+        if payload == last:
+            fire(done, None)
+    yield node.bus.listen(node.node_id, got.append, message)
+    return got, done
+
+
 class ClusterContract:
     """Mixed into one class per backend, which defines the ``backend`` fixture."""
 
@@ -225,14 +240,7 @@ class ClusterContract:
     def test_messages_and_doorbells_share_the_inbox_in_order(self, backend: Backend) -> Any:
         a = yield backend.node("a")
         b = yield backend.node("b")
-        got: list[Any] = []
-        done = arrival()
-
-        def message(payload: bytes) -> None:
-            got.append(payload)
-            if payload == b"m2":
-                fire(done, None)
-        yield b.bus.listen("b", got.append, message)
+        got, done = yield inbox_until(b, b"m2")
         yield a.bus.send("b", b"m1")
         yield a.bus.ring("b", "d1")
         yield a.bus.send("b", b"m2")
@@ -246,14 +254,7 @@ class ClusterContract:
             self, backend: Backend) -> Any:
         a = yield backend.node("a", ttl_ms=10000)
         b = yield backend.node("b", ttl_ms=10000)
-        got: list[Any] = []
-        synced = arrival()
-
-        def message(payload: bytes) -> None:
-            got.append(payload)
-            if payload == b"sync":
-                fire(synced, None)
-        yield b.bus.listen("b", got.append, message)
+        got, synced = yield inbox_until(b, b"sync")
         own = yield a.store.claim("t", a.node_id, a.inc)
         assert (yield a.store.append("t", a.inc, own.fence, b"e1", b"",
                                      Then("b", b"after e1", 1))) == 1
