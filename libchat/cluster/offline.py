@@ -27,7 +27,7 @@ from zope.interface import implementer
 
 from libchat.cluster.connect import RedisConnections
 from libchat.cluster.keys import Keys
-from libchat.cluster.scripts import Scripts, source
+from libchat.cluster.scripts import Scripts
 from libchat.doors.postoffice.hub import DEFAULT_QUEUE_BOUND
 from libchat.doors.postoffice.seam import IOfflineQueue
 
@@ -40,19 +40,9 @@ SAFETY_MS = 3_600_000  # a list outlives its newest expiry by this long, then Re
 SWEEP_TARGETS = 500  # clientIDs one sweep call looks at
 
 
-class DoorScripts(Scripts):
+def DoorScripts(conns: RedisConnections) -> Scripts:
     """The door stores' Lua scripts, called like the cluster's (NOSCRIPT -> load, retry)."""
-
-    def __init__(self, conns: RedisConnections) -> None:
-        super().__init__(conns)
-        self.sources = {n: source(n) for n in DOOR_SCRIPTS}
-        import hashlib
-        self.shas = {n: hashlib.sha1(s).hexdigest() for n, s in self.sources.items()}
-
-    @defer.inlineCallbacks
-    def load_all(self) -> Any:
-        for name in DOOR_SCRIPTS:
-            yield self._load(name)
+    return Scripts(conns, DOOR_SCRIPTS)
 
 
 def _item(raw: Any) -> dict[str, Any]:

@@ -37,7 +37,6 @@ attachment again.
 
 from __future__ import annotations
 
-import hashlib
 from collections import OrderedDict
 from typing import Any, Callable
 
@@ -50,7 +49,7 @@ from zope.interface import implementer
 from libchat.cluster.connect import RedisConnections
 from libchat.cluster.interfaces import RedisUnavailable
 from libchat.cluster.keys import Keys
-from libchat.cluster.scripts import Scripts, source
+from libchat.cluster.scripts import Scripts
 from libchat.doors.platforms.seam import IOutbox
 
 log = Logger()
@@ -62,18 +61,9 @@ DONE_MEMORY = 10_000  # finished item ids remembered (a re-read must not revive 
 Item = dict[str, Any]
 
 
-class OutboxScripts(Scripts):
+def OutboxScripts(conns: RedisConnections) -> Scripts:
     """The outbox's Lua scripts (NOSCRIPT -> load, retry, like the cluster's)."""
-
-    def __init__(self, conns: RedisConnections) -> None:
-        super().__init__(conns)
-        self.sources = {n: source(n) for n in OUTBOX_SCRIPTS}
-        self.shas = {n: hashlib.sha1(s).hexdigest() for n, s in self.sources.items()}
-
-    @defer.inlineCallbacks
-    def load_all(self) -> Any:
-        for name in OUTBOX_SCRIPTS:
-            yield self._load(name)
+    return Scripts(conns, OUTBOX_SCRIPTS)
 
 
 def items_of(fields: dict[str, bytes]) -> list[Item]:

@@ -32,16 +32,18 @@ def source(name: str) -> bytes:
 class Scripts:
     """Calls the scripts by SHA1 on one :class:`RedisConnections`."""
 
-    def __init__(self, conns: RedisConnections) -> None:
+    def __init__(self, conns: RedisConnections, names: tuple[str, ...] = NAMES) -> None:
+        """``names``: the set this object calls (the cluster's by default; a
+        door store passes its own)."""
         self.conns = conns
-        self.sources = {n: source(n) for n in NAMES}
+        self.sources = {n: source(n) for n in names}
         self.shas = {n: hashlib.sha1(s).hexdigest() for n, s in self.sources.items()}
         self.loads = 0  # how many SCRIPT LOADs were needed (one round at start, one per restart)
 
     @defer.inlineCallbacks
     def load_all(self) -> Any:
         """Load every script (at start, so the first real call needs no retry)."""
-        for name in NAMES:
+        for name in self.sources:
             yield self._load(name)
 
     @defer.inlineCallbacks
