@@ -74,7 +74,7 @@ class RedisOperatorBook(MemoryBook):
 
     def fetch(self) -> defer.Deferred[None]:
         """Read the node's tickets from Redis (before the desk calls ``load``)."""
-        d = self.conns.call("HVALS", self.key)
+        d = self._values_op()
         return d.addCallback(lambda values: self.tickets.update(_tickets(values)))
 
     # -- IOperatorBook ---------------------------------------------------------------
@@ -127,10 +127,7 @@ class RedisOperatorBook(MemoryBook):
         """The ticket's current state (or its absence) to Redis, in call order
         (one connection); dirty until its newest write is acknowledged."""
         ticket = self.tickets.get(dialog_id)
-        if ticket is None:
-            d = self.conns.call("HDEL", self.key, dialog_id)
-        else:
-            d = self.conns.call("HSET", self.key, dialog_id, orjson.dumps(ticket))
+        d = self._write_op(dialog_id, None if ticket is None else orjson.dumps(ticket))
         n = self._writes[dialog_id] = self._writes.get(dialog_id, 0) + 1
         self._dirty.add(dialog_id)
         self._pending.add(d)
@@ -145,6 +142,17 @@ class RedisOperatorBook(MemoryBook):
                      dialog_id=dialog_id, why=f.getErrorMessage())
         d.addCallbacks(acknowledged, failed)
         d.addBoth(lambda _: self._pending.discard(d))
+
+    # -- the Redis steps (a fake world's in libchat.cluster.testing_doors.FakeOperatorBook) --
+
+    def _values_op(self) -> defer.Deferred[Any]:
+        return self.conns.call("HVALS", self.key)
+
+    def _write_op(self, dialog_id: str, raw: bytes | None) -> defer.Deferred[Any]:
+        """``HSET`` the ticket as JSON, or ``HDEL`` it (``raw`` None)."""
+        if raw is None:
+            return self.conns.call("HDEL", self.key, dialog_id)
+        return self.conns.call("HSET", self.key, dialog_id, raw)
 
 
 __all__ = ["RedisOperatorBook"]

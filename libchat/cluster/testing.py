@@ -19,6 +19,7 @@ from zope.interface import implementer
 
 from libchat.cluster.interfaces import (Entry, IBus, IClusterStore, LeaseTaken, Ownership,
                                         RedisUnavailable, StaleFence, Then)
+from libchat.cluster.keys import Keys
 
 T = TypeVar("T")
 
@@ -75,6 +76,7 @@ class FakeRedis:
 class FakeClusterStore:
     def __init__(self, world: FakeRedis) -> None:
         self.world = world
+        self.keys = Keys()  # as RedisClusterStore's (the desk's fakes name keys by it)
 
     def acquire_lease(self, node_id: str, incarnation: str, ttl_ms: int) -> defer.Deferred[None]:
         w = self.world

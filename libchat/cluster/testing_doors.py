@@ -1,12 +1,13 @@
 """Verified in-memory fakes of the door stores' Redis implementations
 (:mod:`libchat.cluster.dedupe`, :mod:`~libchat.cluster.offline`,
-:mod:`~libchat.cluster.outbox`), on the
+:mod:`~libchat.cluster.outbox`, the operator desk's :mod:`~libchat.cluster.desk`
+and :mod:`~libchat.cluster.opbook`), on the
 same :class:`~libchat.cluster.testing.FakeRedis` world as the cluster fakes:
 its ``task.Clock`` for expiry and ``down = True`` for an outage.
 
 ``tests/cluster/test_door_stores_contract.py`` runs one contract against each
-fake and its Redis implementation. (The operator book's fake is
-:class:`libchat.runtimes.operators.book.MemoryBook`.)
+fake and its Redis implementation (the desk's scripts too);
+``tests/cluster/test_opbook_contract.py`` the operator book's.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from zope.interface import implementer
 
 from libchat.cluster.dedupe import ROUTED, TTL_MS, parse_target, target_json
 from libchat.cluster.keys import Keys
+from libchat.cluster.opbook import RedisOperatorBook
 from libchat.cluster.outbox import RedisOutbox
 from libchat.cluster.testing import FakeRedis
 from libchat.doors.platforms.seam import ICallbackBook, Target
@@ -35,6 +37,8 @@ class _DoorState:
     targets: dict[str, bytes] = attrs.Factory(dict)
     queues: dict[str, list[dict[str, Any]]] = attrs.Factory(dict)
     outboxes: dict[str, dict[str, bytes]] = attrs.Factory(dict)  # node id -> hash
+    desk_leases: dict[str, tuple[bytes, float]] = attrs.Factory(dict)  # key -> (value, expires)
+    desks: dict[str, dict[str, bytes]] = attrs.Factory(dict)  # key -> the tickets' hash
 
 
 _states: weakref.WeakKeyDictionary[FakeRedis, _DoorState] = weakref.WeakKeyDictionary()
@@ -135,6 +139,82 @@ class FakeOutbox(RedisOutbox):
         return self.world.run(op)
 
 
+class FakeDeskScripts:
+    """The operator desk's Lua scripts (``lua/desk_lease.lua``, ``desk_drop``,
+    ``desk_adopt``) on a fake world, called as
+    :class:`~libchat.cluster.scripts.Scripts` is: ``call(name, keys, args)``.
+    Each runs whole in one step, as a script does in Redis."""
+
+    def __init__(self, world: FakeRedis) -> None:
+        self.world = world
+        self.state = door_state(world)
+
+    def call(self, name: str, keys: list[str], args: list[Any]) -> defer.Deferred[Any]:
+        step = {"desk_lease": self._lease, "desk_drop": self._drop,
+                "desk_adopt": self._adopt}[name]
+        return self.world.run(lambda: step(keys, [_arg(a) for a in args]))
+
+    def _holder(self, key: str) -> bytes | None:
+        held = self.state.desk_leases.get(key)
+        if held is not None and held[1] <= self.world.clock.seconds():
+            del self.state.desk_leases[key]  # PX ran out
+            held = None
+        return held[0] if held is not None else None
+
+    def _lease(self, keys: list[str], args: list[bytes]) -> bytes | None:
+        """Refresh if held by ARGV[1]; take if free and ARGV[3] is "1"; the holder."""
+        value, ttl_ms, may = args
+        held = self._holder(keys[0])
+        if held == value or (held is None and may == b"1"):
+            self.state.desk_leases[keys[0]] = (value, self.world.clock.seconds()
+                                               + int(ttl_ms) / 1000)
+            return value
+        return held
+
+    def _drop(self, keys: list[str], args: list[bytes]) -> int:
+        if self._holder(keys[0]) == args[0]:
+            del self.state.desk_leases[keys[0]]
+            return 1
+        return 0
+
+    def _adopt(self, keys: list[str], args: list[bytes]) -> list[bytes]:
+        """Every field of hash KEYS[1] into KEYS[2], then KEYS[1] deleted."""
+        moved = dict(self.state.desks.get(keys[0], {}))
+        self.state.desks.setdefault(keys[1], {}).update(moved)
+        self.state.desks.pop(keys[0], None)
+        return list(moved.values())
+
+
+def _arg(value: Any) -> bytes:
+    """An argument as Redis receives it."""
+    return value if isinstance(value, bytes) else str(value).encode()
+
+
+class FakeOperatorBook(RedisOperatorBook):
+    """:class:`~libchat.cluster.opbook.RedisOperatorBook` with its Redis steps
+    on a fake world: one hash per node id (``Keys.desk``), ``adopt`` through
+    :class:`FakeDeskScripts`; empty until :meth:`fetch`, writes behind."""
+
+    def __init__(self, world: FakeRedis, node_id: str, keys: Keys | None = None) -> None:
+        super().__init__(None, keys or Keys(), node_id,  # type: ignore[arg-type]
+                         scripts=FakeDeskScripts(world))  # type: ignore[arg-type]
+        self.world = world
+        self.state = door_state(world)
+
+    def _values_op(self) -> defer.Deferred[Any]:
+        return self.world.run(lambda: list(self.state.desks.get(self.key, {}).values()))
+
+    def _write_op(self, dialog_id: str, raw: bytes | None) -> defer.Deferred[Any]:
+        def op() -> int:
+            tickets = self.state.desks.setdefault(self.key, {})
+            if raw is None:
+                return int(tickets.pop(dialog_id, None) is not None)
+            new = dialog_id not in tickets
+            tickets[dialog_id] = bytes(raw)
+            return int(new)
+        return self.world.run(op)
+
+
 class _NoScripts:
     """The fake runs no Lua (its steps are the scripts)."""
 
@@ -195,4 +275,5 @@ class FakeOfflineQueue:
         return self.world.run(op)
 
 
-__all__ = ["FakeCallbackBook", "FakeOfflineQueue", "FakeOutbox", "door_state"]
+__all__ = ["FakeCallbackBook", "FakeDeskScripts", "FakeOfflineQueue", "FakeOperatorBook",
+           "FakeOutbox", "door_state"]

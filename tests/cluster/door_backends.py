@@ -14,9 +14,10 @@ from libchat.cluster.connect import RedisConnections, parse_redis
 from libchat.cluster.dedupe import RedisCallbackBook
 from libchat.cluster.keys import Keys
 from libchat.cluster.testing import FakeRedis
-from libchat.cluster.offline import RedisOfflineQueue
+from libchat.cluster.offline import DoorScripts, RedisOfflineQueue
 from libchat.cluster.outbox import RedisOutbox
-from libchat.cluster.testing_doors import FakeCallbackBook, FakeOfflineQueue, FakeOutbox
+from libchat.cluster.testing_doors import (FakeCallbackBook, FakeDeskScripts, FakeOfflineQueue,
+                                           FakeOutbox)
 
 from .redis_server import RedisServer
 
@@ -25,6 +26,7 @@ class DoorBackend:
     """``clock`` is what a store's expiry runs on (a ``task.Clock`` or the reactor)."""
 
     clock: Any
+    keys = Keys()
 
     def callbacks(self, node: int = 0, ttl_ms: int | None = None) -> Any:
         raise NotImplementedError
@@ -34,6 +36,11 @@ class DoorBackend:
 
     def outbox(self, node_id: str, node: int = 0) -> Any:
         """The platform outbox of ``node_id`` (a new object: a restart)."""
+        raise NotImplementedError
+
+    def desk_scripts(self, node: int = 0) -> Any:
+        """The operator desk's scripts (``desk_lease``, ``desk_drop``) as node
+        ``node`` calls them."""
         raise NotImplementedError
 
     def hold_lease(self, node_id: str) -> defer.Deferred[None]:
@@ -71,6 +78,9 @@ class FakeDoorBackend(DoorBackend):
 
     def outbox(self, node_id: str, node: int = 0) -> Any:
         return FakeOutbox(self.world, node_id)
+
+    def desk_scripts(self, node: int = 0) -> Any:
+        return FakeDeskScripts(self.world)
 
     def hold_lease(self, node_id: str) -> defer.Deferred[None]:
         self.world.leases[node_id] = ("inc", self.world.clock.seconds() + 60)
@@ -113,6 +123,9 @@ class RealDoorBackend(DoorBackend):
 
     def outbox(self, node_id: str, node: int = 0) -> Any:
         return RedisOutbox(self.conns[node % 2], self.keys, node_id, reactor)
+
+    def desk_scripts(self, node: int = 0) -> Any:
+        return DoorScripts(self.conns[node % 2])
 
     def hold_lease(self, node_id: str) -> defer.Deferred[None]:
         d = self.conns[0].call("SET", self.keys.lease(node_id), b"inc", "PX", 60000)

@@ -144,7 +144,80 @@ class OfflineQueueContract:
         assert [i["raw"] for i in items][:1] == ["kept"]
 
 
-class DoorStoresContract(CallbackBookContract, OfflineQueueContract):
+def holder(value: Any) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class DeskLeaseContract:
+    """The operator desk's lease (``lua/desk_lease.lua``, ``desk_drop.lua``;
+    libchat.cluster.desk): one holder at a time, free after its TTL or a drop."""
+
+    def lease(self, backend: DoorBackend, node: int, value: str, ttl_ms: int = 10_000,
+              may: str = "1") -> defer.Deferred[str | None]:
+        d = backend.desk_scripts(node).call("desk_lease", [backend.keys.desk_lease],
+                                            [value, ttl_ms, may])
+        return d.addCallback(holder)
+
+    def drop(self, backend: DoorBackend, node: int, value: str) -> defer.Deferred[Any]:
+        return backend.desk_scripts(node).call("desk_drop", [backend.keys.desk_lease], [value])
+
+    @pytest_twisted.inlineCallbacks
+    def test_one_node_holds_the_lease_and_the_others_are_told_who(
+            self, backend: DoorBackend) -> Any:
+        assert (yield self.lease(backend, 0, "a 1")) == "a 1"
+        assert (yield self.lease(backend, 1, "b 2")) == "a 1"
+        assert (yield self.lease(backend, 1, "a 2")) == "a 1", "another process of node a"
+        assert (yield self.lease(backend, 0, "a 1")) == "a 1"
+
+    @pytest_twisted.inlineCallbacks
+    def test_the_holder_keeps_the_lease_past_its_ttl_by_refreshing_it(
+            self, backend: DoorBackend) -> Any:
+        assert (yield self.lease(backend, 0, "a 1", ttl_ms=600)) == "a 1"
+        for _ in range(2):  # 0.8 s in all: past the first ttl
+            yield backend.pass_time(0.4)
+            assert (yield self.lease(backend, 0, "a 1", ttl_ms=600)) == "a 1"
+        assert (yield self.lease(backend, 1, "b 2")) == "a 1"
+
+    @pytest_twisted.inlineCallbacks
+    def test_the_lease_is_free_after_its_ttl(self, backend: DoorBackend) -> Any:
+        assert (yield self.lease(backend, 0, "a 1", ttl_ms=200)) == "a 1"
+        assert (yield self.lease(backend, 1, "b 2")) == "a 1"
+        yield backend.pass_time(0.35)
+        assert (yield self.lease(backend, 1, "b 2")) == "b 2"
+        assert (yield self.lease(backend, 0, "a 1")) == "b 2"
+
+    @pytest_twisted.inlineCallbacks
+    def test_only_the_holder_drops_the_lease(self, backend: DoorBackend) -> Any:
+        yield self.lease(backend, 0, "a 1")
+        yield self.drop(backend, 1, "b 2")
+        yield self.drop(backend, 1, "a 2")
+        assert (yield self.lease(backend, 1, "b 2")) == "a 1"
+        yield self.drop(backend, 0, "a 1")
+        assert (yield self.lease(backend, 1, "b 2")) == "b 2"
+        yield self.drop(backend, 0, "a 1")  # no longer its: nothing happens
+        assert (yield self.lease(backend, 0, "a 1")) == "b 2"
+
+    @pytest_twisted.inlineCallbacks
+    def test_a_node_that_may_not_take_it_never_takes_a_free_lease(
+            self, backend: DoorBackend) -> Any:
+        assert (yield self.lease(backend, 0, "a 1", may="0")) is None
+        assert (yield self.lease(backend, 1, "b 2", may="0")) is None
+        assert (yield self.lease(backend, 1, "b 2")) == "b 2"
+        assert (yield self.lease(backend, 0, "a 1", may="0")) == "b 2"
+        assert (yield self.lease(backend, 1, "b 2", may="0")) == "b 2", "its holder refreshes"
+
+    @pytest_twisted.inlineCallbacks
+    def test_an_outage_fails_with_unavailable_and_the_lease_is_kept(
+            self, backend: DoorBackend) -> Any:
+        yield self.lease(backend, 0, "a 1", ttl_ms=60_000)
+        backend.outage()
+        with pytest.raises(Unavailable):
+            yield self.lease(backend, 1, "b 2")
+        backend.recover()
+        assert (yield retried(lambda: self.lease(backend, 1, "b 2"))) == "a 1"
+
+
+class DoorStoresContract(CallbackBookContract, OfflineQueueContract, DeskLeaseContract):
     """Every door store's contract; one subclass per backend."""
 
 

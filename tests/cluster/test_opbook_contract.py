@@ -1,8 +1,9 @@
 """The operator book contract (IOperatorBook, CONTRACT §13) run on
-MemoryBook (the verified fake), JournalBook and RedisOperatorBook on a real
-redis-server; then what only the Redis book promises (per-node hashes,
-atomic adoption, writes that Redis missed are written again), and the desk's
-own restart test on it."""
+MemoryBook (the verified fake), JournalBook, RedisOperatorBook on a real
+redis-server and its fake (FakeOperatorBook on a FakeRedis world); then what
+only the Redis book and its fake promise (per-node hashes, atomic adoption,
+writes that Redis missed are written again), and the desk's own restart test
+on the Redis book."""
 
 from __future__ import annotations
 
@@ -12,12 +13,14 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, task
 from zope.interface.verify import verifyObject
 
 from libchat.cluster.connect import RedisConnections, parse_redis
 from libchat.cluster.keys import Keys
 from libchat.cluster.opbook import RedisOperatorBook
+from libchat.cluster.testing import FakeRedis
+from libchat.cluster.testing_doors import FakeOperatorBook
 from libchat.interfaces import Unavailable
 from libchat.runtimes.operators.book import IOperatorBook, JournalBook, MemoryBook
 from libchat.storage.store import run_inline
@@ -42,6 +45,16 @@ class Books:
         pass
 
 
+class SharedBooks(Books):
+    """Books of several nodes on one Redis (or fake world), which can fail."""
+
+    def outage(self) -> None:
+        raise NotImplementedError
+
+    def recover(self) -> None:
+        raise NotImplementedError
+
+
 class MemoryBooks(Books):
     def __init__(self) -> None:
         self.books: dict[str, MemoryBook] = {}
@@ -58,7 +71,22 @@ class JournalBooks(Books):
         return defer.succeed(JournalBook(self.tmp / node, run_inline))
 
 
-class RedisBooks(Books):
+class FakeBooks(SharedBooks):
+    def __init__(self) -> None:
+        self.world = FakeRedis(task.Clock())
+
+    def open(self, node: str = "n1") -> Any:
+        book = FakeOperatorBook(self.world, node)
+        return book.fetch().addCallback(lambda _: book)
+
+    def outage(self) -> None:
+        self.world.down = True
+
+    def recover(self) -> None:
+        self.world.down = False
+
+
+class RedisBooks(SharedBooks):
     def __init__(self, server: RedisServer) -> None:
         self.server = server
         self.keys = Keys("t:")
@@ -71,6 +99,12 @@ class RedisBooks(Books):
 
     def open(self, node: str = "n1") -> Any:
         return RedisOperatorBook.open(self.connect(), self.keys, node)
+
+    def outage(self) -> None:
+        self.server.kill9()
+
+    def recover(self) -> None:
+        self.server.restart()
 
     def close(self) -> None:
         pytest_twisted.blockon(defer.gatherResults([c.disconnect() for c in self.conns]))
@@ -112,16 +146,13 @@ class TestJournalBook(BookContract):
         yield JournalBooks(tmp_path)
 
 
-class TestRedisOperatorBook(BookContract):
-    @pytest.fixture
-    def books(self, redis_server: RedisServer) -> Iterator[RedisBooks]:
-        b = RedisBooks(redis_server)
-        yield b
-        b.close()
+class SharedBookContract(BookContract):
+    """What the Redis book (and its fake) add: per-node hashes, atomic
+    adoption, writes that Redis missed are written again."""
 
     @pytest_twisted.inlineCallbacks
     def test_each_node_has_its_own_tickets_and_one_survivor_adopts_a_dead_nodes(
-            self, books: RedisBooks) -> Any:
+            self, books: SharedBooks) -> Any:
         dead = yield books.open("dead")
         dead.put(ticket("d1", 1.0))
         dead.put(ticket("d2", 2.0, operator="ada"))
@@ -138,20 +169,34 @@ class TestRedisOperatorBook(BookContract):
 
     @pytest_twisted.inlineCallbacks
     def test_a_change_redis_missed_is_written_again_once_it_is_back(
-            self, books: RedisBooks, logged: Any) -> Any:
+            self, books: SharedBooks, logged: Any) -> Any:
         logged.allow("operator book")
         book = yield books.open()
         book.put(ticket("d1", 1.0))
         yield book.settle()
-        books.server.kill9()
+        books.outage()
         book.put(ticket("d1", 1.0, operator="ada"))
         book.put(ticket("d2", 2.0))
         with pytest.raises(Unavailable):
             yield book.settle()
-        books.server.restart()
+        books.recover()
         yield retried(book.settle)
         again = yield books.open()
         assert again.load() == [ticket("d1", 1.0, operator="ada"), ticket("d2", 2.0)]
+
+
+class TestFakeOperatorBook(SharedBookContract):
+    @pytest.fixture
+    def books(self) -> Iterator[Books]:
+        yield FakeBooks()
+
+
+class TestRedisOperatorBook(SharedBookContract):
+    @pytest.fixture
+    def books(self, redis_server: RedisServer) -> Iterator[RedisBooks]:
+        b = RedisBooks(redis_server)
+        yield b
+        b.close()
 
 
 @pytest.fixture
