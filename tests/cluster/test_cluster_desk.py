@@ -1,0 +1,390 @@
+"""The cluster's one operator desk (libchat/cluster/desk.py) on the verified
+fakes and one task.Clock: three nodes in one process sharing a FakeRedis
+world, each wired as tap.py wires a ``--redis`` node (docs/scaleout.md "One
+operator desk for the cluster"). The fakes of the desk's lease and book are
+checked against a real redis-server by test_door_stores_contract.py
+(``DeskLeaseContract``) and test_opbook_contract.py (``SharedBookContract``);
+the same behaviour on real processes: test_operator_desk.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.internet import defer, task
+
+from libchat.cluster.desk import ClusterDesk
+from libchat.cluster.dialogs import SharedDialogStore
+from libchat.cluster.gate import GatedRuntime
+from libchat.cluster.lease import NodeLease
+from libchat.cluster.router import ClusterRouter
+from libchat.cluster.testing import FakeBus, FakeClusterStore, FakeRedis
+from libchat.cluster.testing_doors import FakeDeskScripts, FakeOperatorBook, door_state
+from libchat.core.library import ProgramLibrary
+from libchat.core.router import Router
+from libchat.interfaces import Receipt
+from libchat.protocol import codes
+from libchat.runtimes.operators.runtime import OperatorRuntime
+from libchat.runtimes.switch import RuntimeSwitch
+from libchat.testing import FakeRuntime, FakeUpstream
+
+from ..helpers import user_message
+from ..operators.test_desk import assigned
+from ..operators.world import Sink, programs
+from .test_cluster_router import run_for, settle
+
+SNAPSHOT, REPLY_3102 = 3100, 3102
+
+
+class DeskNode:
+    """One cluster node as tap.py builds it ("human operators"): the
+    operators runtime with its book, the runtime switch behind the gate, the
+    engine, the cluster router, and the node's ClusterDesk (as
+    ClusterNode.serve_desk makes it, started after the router joined)."""
+
+    def __init__(self, name: str, world: FakeRedis, programs: Path, desk: bool = True) -> None:
+        self.name = name
+        self.clock = world.clock
+        self.cluster = FakeClusterStore(world)
+        self.lease = NodeLease(self.cluster, name, self.clock,
+                               on_lost=lambda: self.router.lease_lost(),
+                               on_healthy=lambda: self.router.lease_healthy())
+        self.store = SharedDialogStore(self.cluster, self.clock, lambda: self.lease.incarnation)
+        self.library = ProgramLibrary([programs])
+        self.book = FakeOperatorBook(world, name, self.cluster.keys)
+        self.runtime = OperatorRuntime(self.clock, self.book)
+        self.node = FakeRuntime()  # the "node" runtime (echo)
+        switch = GatedRuntime(RuntimeSwitch(self.library, {"node": self.node,
+                                                           "operators": self.runtime}),
+                              self.store)
+        self.engine = Router(self.clock, self.library, switch, self.store, kill_grace=2)
+        self.router = ClusterRouter(self.engine, self.store, self.cluster, FakeBus(world),
+                                    self.lease, self.clock, name, wall=self.clock.seconds)
+        self.runtime.attach(self.engine)
+        self.desk = ClusterDesk(self.runtime, self.book, self.library, self.router, self.clock,
+                                scripts=FakeDeskScripts(world))
+        self.router.start()
+        self.up = FakeUpstream()
+        self.lease.start()
+        self.router.join()
+        self.router.attach(self.up)
+        if desk:
+            self.desk.start()
+
+    def send(self, event: dict[str, Any]) -> Receipt:
+        """A user's event received by this node; its receipt."""
+        got = answer(self.router.receive(self.up, event), self.clock)
+        assert isinstance(got, Receipt)
+        return got
+
+    def connect(self, operator_id: str) -> Sink:
+        """An operator's socket on this node's web door."""
+        sink = Sink()
+        self.desk.operator_connected(operator_id, sink)
+        settle_clock(self.clock)
+        return sink
+
+    def reply(self, operator_id: str, dialog_id: str, text: str) -> Any:
+        """An operator's 3102 through this node's door; what the door answers."""
+        return answer(self.desk.operator_event(operator_id, {
+            "event_type": REPLY_3102, "dialog_id": dialog_id,
+            "messages": {"content": text}}), self.clock)
+
+    @defer.inlineCallbacks
+    def stop(self) -> Any:
+        """SIGTERM, in LibchatService's order: the router (its instances and
+        dialogs), then ClusterNode.stop (the desk, the bus, the lease)."""
+        yield self.router.stop()
+        yield self.desk.stop()
+        yield self.router.bus.stop()
+        yield self.lease.stop(release=True)
+
+    def die(self) -> None:
+        """kill -9: nothing more runs (within the tests' few seconds: its
+        tickets' 300 s waits are left armed); its leases run out on their own."""
+        for loop in (self.router._sweep, self.lease._loop, self.desk._loop):
+            if loop is not None and loop.running:
+                loop.stop()
+        self.lease._disarm()  # no "lost after 7 s" either: it is gone, not cut off
+        self.router.bus.stop()  # its inbox is read no more
+
+
+def settle_clock(clock: task.Clock) -> None:
+    for _ in range(3):
+        clock.advance(0)
+
+
+def answer(result: Any, clock: task.Clock) -> Any:
+    """What a door gets: the value, or what its Deferred fired with (the
+    fake world answers at once)."""
+    if not isinstance(result, defer.Deferred):
+        return result
+    got: list[Any] = []
+    result.addCallback(got.append)
+    settle_clock(clock)
+    assert got, "no answer"
+    return got[0]
+
+
+def to_users(nodes: list[DeskNode], dialog_id: str) -> list[dict[str, Any]]:
+    return [e for n in nodes for e in n.up.events if e.get("dialog_id") == dialog_id]
+
+
+def endings(nodes: list[DeskNode]) -> list[dict[str, Any]]:
+    return [e for n in nodes for e in n.up.events if e["event_type"] == codes.ENDED]
+
+
+@pytest.fixture
+def world() -> FakeRedis:
+    return FakeRedis(task.Clock())
+
+
+@pytest.fixture
+def progs(tmp_path: Path) -> Path:
+    """The bundled ``human`` program (one dialog per operator) and echo."""
+    return programs(tmp_path, max_per_operator=1)
+
+
+def cluster(world: FakeRedis, progs: Path, names: str = "abc") -> list[DeskNode]:
+    nodes = [DeskNode(n, world, progs) for n in names]
+    settle(world)
+    return nodes
+
+
+def the_desk(nodes: list[DeskNode]) -> DeskNode:
+    (desk,) = [n for n in nodes if n.desk.ready]
+    return desk
+
+
+# -- who is the desk ------------------------------------------------------------------
+
+
+def test_exactly_one_node_becomes_the_desk_and_every_node_names_it(
+        world: FakeRedis, progs: Path) -> None:
+    nodes = cluster(world, progs)
+    run_for(world, 1)  # a tick on every node
+    assert [n.desk.ready for n in nodes] == [True, False, False]
+    assert [n.desk.desk_node for n in nodes] == ["a", "a", "a"]
+    run_for(world, 30)  # refreshed past its ttl: still the one desk
+    assert [n.desk.ready for n in nodes] == [True, False, False]
+    assert [n.desk.desk_node for n in nodes] == ["a", "a", "a"]
+    (value,) = [v for v, _ in door_state(world).desk_leases.values()]
+    assert value.decode() == nodes[0].desk.value
+
+
+def test_a_node_that_is_not_serving_never_takes_the_desk(
+        world: FakeRedis, progs: Path) -> None:
+    a = DeskNode("a", world, progs, desk=False)
+    a.router.lease_lost()  # no lease: the router does not serve
+    a.desk.start()
+    run_for(world, 1.5)
+    assert a.desk.desk_node is None and not a.desk.ready
+    assert door_state(world).desk_leases == {}
+    a.router.lease_healthy()
+    run_for(world, 1)
+    assert a.desk.ready and a.desk.desk_node == "a"
+
+
+# -- placement --------------------------------------------------------------------------
+
+
+def test_a_message_for_the_operators_program_is_routed_by_the_desk_node(
+        world: FakeRedis, progs: Path) -> None:
+    a, b, _ = cluster(world, progs)
+    event = user_message("human please")
+    assert b.desk.route(b.engine, b.up, event) == "a"
+    receipt = b.send(event)
+    settle(world)
+    assert receipt.ok and receipt.seq == 1
+    assert a.store.owns("d1") and not b.store.owns("d1")
+    assert [t.dialog_id for t in a.runtime.queue()] == ["d1"] and b.runtime.queue() == []
+    (told,) = b.up.events  # the user, on b, hears their place from the desk node
+    assert told["event_type"] == codes.REPLY and told["status"] == "queued"
+    assert told["place"] == 1
+
+
+def test_a_message_for_an_ordinary_program_stays_on_the_node_that_got_it(
+        world: FakeRedis, progs: Path) -> None:
+    a, b, _ = cluster(world, progs)
+    event = user_message("echo hi")
+    assert b.desk.route(b.engine, b.up, event) is None
+    assert b.send(event).ok
+    assert b.store.owns("d1") and not a.store.owns("d1")
+    assert [i.program for i in b.node.started] == ["echo"] and a.runtime.queue() == []
+
+
+def test_a_platform_apps_fallback_to_the_operators_program_is_routed_by_the_desk(
+        world: FakeRedis, progs: Path) -> None:
+    a, b, _ = cluster(world, progs)
+    up = FakeUpstream("lark:bot")
+    up.fallback = "human"  # type: ignore[attr-defined]
+    assert b.desk.route(b.engine, up, user_message("where is my parcel?")) == "a"
+    assert b.desk.route(b.engine, b.up, user_message("where is my parcel?")) is None
+
+
+def test_with_no_desk_a_message_for_the_operators_program_is_a_2004_and_records_nothing(
+        world: FakeRedis, progs: Path) -> None:
+    a, b = DeskNode("a", world, progs, desk=False), DeskNode("b", world, progs, desk=False)
+    receipt = b.send(user_message("human please"))
+    assert receipt.error is not None and receipt.error["code"] == codes.INTERNAL_ERROR
+    assert "d1" not in world.logs
+    assert a.runtime.queue() == [] and b.runtime.queue() == [] and b.up.events == []
+    assert b.send(user_message("echo hi", dialog_id="d2")).ok, "other programs are served"
+
+
+# -- operators on any node ----------------------------------------------------------------
+
+
+def test_an_operator_on_another_node_is_served_by_the_desk_through_its_node(
+        world: FakeRedis, progs: Path) -> None:
+    a, b, c = cluster(world, progs)
+    ada = b.connect("ada")
+    assert ada.types() == [SNAPSHOT]  # through a's RemoteSink and b's inbox
+    (op,) = a.runtime.operators()
+    assert op.operator_id == "ada" and len(op.sinks) == 1
+    c.send(user_message("human please"))  # the user is on c
+    settle(world)
+    assert assigned(ada) == ["d1"]
+    assert answer(b.desk.assigned_to("d1"), b.clock) == "ada"
+    assert b.reply("ada", "d1", "hello, I am Ada") is None  # answered by a's runtime
+    settle(world)
+    (reply,) = [e for e in c.up.events if e.get("operator") == "ada"]
+    assert reply["event_type"] == codes.REPLY
+    assert reply["messages"]["content"] == "hello, I am Ada"
+    refused = b.reply("bob", "d1", "me too")
+    assert refused["event_type"] == codes.ERROR and refused["code"] == codes.BAD_REQUEST
+    # the socket closes on b: the desk forgets it (ada is away)
+    b.desk.operator_gone("ada", ada)
+    settle(world)
+    assert op.sinks == [] and op.away is not None
+
+
+def test_a_3102_the_desk_does_not_answer_is_a_2004_after_exactly_ask_timeout(
+        world: FakeRedis, progs: Path) -> None:
+    a, b, _ = cluster(world, progs)
+    ada = b.connect("ada")
+    b.send(user_message("human please"))
+    assert assigned(ada) == ["d1"]
+    a.router.bus.stop()  # the desk node reads its inbox no more (it still holds its leases)
+    got: list[Any] = []
+    b.desk.operator_event("ada", {"event_type": REPLY_3102, "dialog_id": "d1",
+                                  "messages": {"content": "anyone?"}}).addCallback(got.append)
+    step = 1 / 1024
+    world.clock.advance(b.desk.ask_timeout - step)
+    assert got == []
+    world.clock.advance(step)
+    (failed,) = got
+    assert failed["event_type"] == codes.ERROR and failed["code"] == codes.INTERNAL_ERROR
+    assert failed["dialog_id"] == "d1"
+    assert not [e for e in b.up.events if e.get("operator") == "ada"]
+
+
+# -- the desk moves --------------------------------------------------------------------------
+
+
+def queue_and_assign(nodes: list[DeskNode]) -> tuple[Sink, Sink]:
+    """ada (on c) holds d1, bob (on b) holds d2, d3 and d4 wait in that order;
+    users on b and c."""
+    _, b, c = nodes
+    ada = c.connect("ada")
+    b.send(user_message("human", dialog_id="d1", user_id="u1"))
+    bob = b.connect("bob")
+    c.send(user_message("human", dialog_id="d2", user_id="u2"))
+    b.send(user_message("human", dialog_id="d3", user_id="u3"))
+    c.send(user_message("human", dialog_id="d4", user_id="u4"))
+    assert (assigned(ada), assigned(bob)) == (["d1"], ["d2"])
+    return ada, bob
+
+
+def assert_took_over(desk: DeskNode, ada: Sink, bob: Sink) -> None:
+    assert [t.dialog_id for t in desk.runtime.queue()] == ["d3", "d4"]
+    assert [desk.runtime.assigned_to(d) for d in ("d1", "d2")] == ["ada", "bob"]
+    assert all(desk.store.owns(d) for d in ("d1", "d2", "d3", "d4"))
+    assert desk.runtime.kept() == []
+    # each operator's socket was registered with the new desk: a new
+    # snapshot, and its dialog again
+    assert ada.types().count(SNAPSHOT) == 2 and assigned(ada) == ["d1", "d1"]
+    assert bob.types().count(SNAPSHOT) == 2 and assigned(bob) == ["d2", "d2"]
+
+
+def test_the_desk_node_stopped_hands_the_desk_and_its_tickets_over_without_a_2002(
+        world: FakeRedis, progs: Path) -> None:
+    nodes = cluster(world, progs)
+    a, b, c = nodes
+    ada, bob = queue_and_assign(nodes)
+    stopped = a.stop()
+    settle(world)
+    assert stopped.called
+    assert door_state(world).desk_leases == {}, "the desk lease was dropped"
+    assert set(door_state(world).desks[a.book.key]) == {"d1", "d2", "d3", "d4"}
+    run_for(world, 1)  # the next tick of the others
+    desk = the_desk([b, c])
+    assert b.desk.desk_node == c.desk.desk_node == desk.name
+    assert_took_over(desk, ada, bob)
+    assert endings(nodes) == []
+    # the desk serves on: ada's 3102 reaches u1 (whose node is b)
+    assert c.reply("ada", "d1", "still here") is None
+    settle(world)
+    assert [e["messages"]["content"] for e in to_users(nodes, "d1")
+            if e.get("operator") == "ada"] == ["still here"]
+
+
+def test_the_desk_node_dead_a_survivor_takes_over_once_the_desk_lease_runs_out(
+        world: FakeRedis, progs: Path) -> None:
+    nodes = cluster(world, progs)
+    a, b, c = nodes
+    run_for(world, 11)  # b and c are steady (they adopt a dead node's dialogs)
+    ada, bob = queue_and_assign(nodes)
+    a.die()
+    run_for(world, 8)  # the desk lease (10 s, refreshed each second) still runs
+    assert not b.desk.ready and not c.desk.ready
+    assert b.desk.desk_node == c.desk.desk_node == "a"
+    run_for(world, 3)
+    desk = the_desk([b, c])
+    assert b.desk.desk_node == c.desk.desk_node == desk.name
+    run_for(world, 2)  # kept dialogs whose owner was not known dead yet: claimed again
+    assert_took_over(desk, ada, bob)
+    assert endings(nodes) == []
+    assert [n.runtime.queue() for n in (b, c) if n is not desk] == [[]]
+
+
+def test_a_redis_outage_during_a_tick_changes_nothing_and_the_next_tick_goes_on(
+        world: FakeRedis, progs: Path) -> None:
+    a, b, _ = cluster(world, progs)
+    run_for(world, 1)
+    leases = door_state(world).desk_leases
+    (expires_before,) = [t for _, t in leases.values()]
+    world.down = True
+    ticked: list[Any] = []
+    a.desk._tick().addBoth(ticked.append)
+    b.desk._tick().addBoth(ticked.append)
+    assert ticked == [None, None], "no exception escapes a tick"
+    run_for(world, 2)  # the loops' ticks fail too
+    assert a.desk._loop is not None and a.desk._loop.running
+    assert b.desk._loop is not None and b.desk._loop.running
+    assert a.desk.ready and a.desk.holder == a.desk.value
+    assert b.desk.desk_node == "a" and not b.desk.ready
+    assert [t for _, t in leases.values()] == [expires_before]
+    world.down = False
+    run_for(world, 1)
+    assert [t for _, t in leases.values()] == [world.clock.seconds() + 10], "refreshed"
+    assert a.desk.ready and b.desk.desk_node == "a"
+
+
+
+def test_the_desk_forgets_the_sockets_of_a_dead_node_and_its_operator_comes_back_elsewhere(
+        world: FakeRedis, progs: Path) -> None:
+    a, b, c = cluster(world, progs)
+    run_for(world, 11)  # a is steady: its sweep hands over what dead nodes held
+    ada = c.connect("ada")
+    b.send(user_message("human please"))
+    assert assigned(ada) == ["d1"]
+    c.die()
+    run_for(world, 11)  # c's lease runs out; a's sweep finds it dead
+    (op,) = a.runtime.operators()
+    assert op.sinks == [] and op.away is not None, "ada is away (30 s to come back)"
+    assert a.runtime.assigned_to("d1") == "ada"
+    back = b.connect("ada")  # the console reconnects to another node
+    assert back.types() == [SNAPSHOT, 3101] and assigned(back) == ["d1"]
+    assert op.away is None and len(op.sinks) == 1
