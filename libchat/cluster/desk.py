@@ -67,7 +67,8 @@ class RemoteSink:
         self.desk, self.node, self.sid = desk, node, sid
 
     def send_event(self, event: dict[str, Any]) -> None:
-        self.desk.router.send(self.node, {"t": "desk>", "sid": self.sid, "e": event})
+        self.desk.router.send(self.node, {"t": "desk>", "sid": self.sid, "e": event,
+                                          "from": self.desk.node_id})
 
 
 @implementer(IOperatorDesk)
@@ -144,6 +145,8 @@ class ClusterDesk:
                 yield self._became_desk(None)  # the take-over failed: again
             elif self.ready and self.runtime.kept():
                 yield self._claim_kept()
+            if self.holder != self.value:  # sockets registered here by an old view
+                self._remote.clear()  # (their nodes register them with the desk they see)
         except Exception as e:  # noqa: BLE001 - the next tick tries again
             log.info("operator desk: lease check failed: {why}", why=str(e) or type(e).__name__)
         finally:
@@ -321,8 +324,10 @@ class ClusterDesk:
     # -- inbox messages ----------------------------------------------------------
 
     def _on_connected(self, m: dict[str, Any]) -> None:
-        if self.holder != self.value:
-            return  # not (or no longer) the desk: the sender registers with the next
+        """Kept even while this node does not know it holds the lease: the
+        sender saw it take it before this node read its own script's answer.
+        Registered with the runtime once the take-over is done
+        (:meth:`_became_desk`); forgotten at the next tick otherwise."""
         old = self._remote.pop(m["sid"], None)
         if old is not None and self.ready:
             self.runtime.operator_gone(old[0], old[1])
@@ -340,6 +345,8 @@ class ClusterDesk:
         found = self._local.get(m["sid"])
         if found is not None:
             found[1].send_event(m["e"])
+        elif "from" in m:  # a socket gone meanwhile, or registered by an old view
+            self.router.send(m["from"], {"t": "desk-", "sid": m["sid"]})
 
     def _on_event(self, m: dict[str, Any]) -> None:
         if self.ready:

@@ -388,3 +388,73 @@ def test_the_desk_forgets_the_sockets_of_a_dead_node_and_its_operator_comes_back
     back = b.connect("ada")  # the console reconnects to another node
     assert back.types() == [SNAPSHOT, 3101] and assigned(back) == ["d1"]
     assert op.away is None and len(op.sinks) == 1
+
+
+class LateAnswers:
+    """A node's desk scripts whose answers it reads a reactor turn after
+    Redis ran them (as a real node does: meanwhile other nodes see the result)."""
+
+    def __init__(self, scripts: Any, clock: task.Clock) -> None:
+        self.scripts, self.clock = scripts, clock
+
+    def call(self, name: str, keys: list[str], args: list[Any]) -> defer.Deferred[Any]:
+        d = self.scripts.call(name, keys, args)
+        return d.addBoth(lambda result: task.deferLater(self.clock, 0, lambda: result))
+
+
+def test_a_socket_registered_before_the_new_desk_read_its_own_take_is_registered(
+        world: FakeRedis, progs: Path) -> None:
+    """c sees b holding the lease and registers ada's socket there before b
+    has read the answer of the script that gave it the lease."""
+    a, b, c = cluster(world, progs)
+    ada = c.connect("ada")
+    b.desk.scripts = LateAnswers(b.desk.scripts, world.clock)
+    a.stop()
+    settle(world)
+    run_for(world, 1)  # b's tick takes the lease; c's tick, in between, sees b
+    assert b.desk.ready and c.desk.desk_node == "b"
+    run_for(world, 3)
+    assert ada.types() == [SNAPSHOT, SNAPSHOT]
+    (op,) = b.runtime.operators()
+    assert op.operator_id == "ada" and len(op.sinks) == 1
+
+
+def test_a_socket_registered_with_a_node_that_is_not_the_desk_is_not_kept_there(
+        world: FakeRedis, progs: Path) -> None:
+    """A registration that reached a node which is not the desk (the sender's
+    view was old) is dropped at that node's next tick: it never becomes a
+    socket the node offers dialogs to once it is the desk."""
+    a, b, c = cluster(world, progs)
+    ada = c.connect("ada")
+    c.desk.holder = b.desk.value  # c's view is wrong: bob's socket is registered with b
+    bob = c.connect("bob")
+    run_for(world, 1)  # c sees a: both sockets registered with a
+    assert bob.types() == [SNAPSHOT]
+    c.desk.operator_gone("bob", bob)  # bob leaves: a is told
+    a.stop()
+    settle(world)
+    run_for(world, 1)
+    assert b.desk.ready
+    assert [op.operator_id for op in b.runtime.operators()] == ["ada"]
+    assert ada.types().count(SNAPSHOT) == 3  # from a twice (c registered it again), then b
+
+
+def test_a_registration_of_a_socket_its_node_no_longer_has_is_undone_by_that_node(
+        world: FakeRedis, progs: Path) -> None:
+    """b keeps a registration from c's old view and becomes the desk before
+    its next tick, after the socket closed (told to a): c answers the desk's
+    first event to it with a close, so no dialog is offered to no one."""
+    a, b, c = cluster(world, progs)
+    ada = c.connect("ada")
+    c.desk.holder = b.desk.value  # c's old view: bob's socket registered with b
+    bob = c.connect("bob")
+    c.desk.holder = a.desk.value
+    c.desk.operator_gone("bob", bob)  # bob leaves: a is told, not b
+    a.stop()
+    settle(world)
+    run_for(world, 1)  # b's next tick takes the desk
+    assert b.desk.ready
+    assert [op.operator_id for op in b.runtime.operators() if op.sinks] == ["ada"]
+    assert ada.types().count(SNAPSHOT) == 2
+    b.send(user_message("human please"))
+    assert assigned(ada) == ["d1"]
