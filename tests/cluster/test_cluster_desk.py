@@ -43,7 +43,8 @@ class DeskNode:
     engine, the cluster router, and the node's ClusterDesk (as
     ClusterNode.serve_desk makes it, started after the router joined)."""
 
-    def __init__(self, name: str, world: FakeRedis, programs: Path, desk: bool = True) -> None:
+    def __init__(self, name: str, world: FakeRedis, programs: Path, desk: bool = True,
+                 **desk_kw: Any) -> None:
         self.name = name
         self.clock = world.clock
         self.cluster = FakeClusterStore(world)
@@ -63,7 +64,7 @@ class DeskNode:
                                     self.lease, self.clock, name, wall=self.clock.seconds)
         self.runtime.attach(self.engine)
         self.desk = ClusterDesk(self.runtime, self.book, self.library, self.router, self.clock,
-                                scripts=FakeDeskScripts(world))
+                                scripts=FakeDeskScripts(world), **desk_kw)
         self.router.start()
         self.up = FakeUpstream()
         self.lease.start()
@@ -146,8 +147,9 @@ def progs(tmp_path: Path) -> Path:
     return programs(tmp_path, max_per_operator=1)
 
 
-def cluster(world: FakeRedis, progs: Path, names: str = "abc") -> list[DeskNode]:
-    nodes = [DeskNode(n, world, progs) for n in names]
+def cluster(world: FakeRedis, progs: Path, names: str = "abc", **desk_kw: Any
+            ) -> list[DeskNode]:
+    nodes = [DeskNode(n, world, progs, **desk_kw) for n in names]
     settle(world)
     return nodes
 
@@ -343,10 +345,30 @@ def test_the_desk_node_dead_a_survivor_takes_over_once_the_desk_lease_runs_out(
     run_for(world, 3)
     desk = the_desk([b, c])
     assert b.desk.desk_node == c.desk.desk_node == desk.name
-    run_for(world, 2)  # kept dialogs whose owner was not known dead yet: claimed again
     assert_took_over(desk, ada, bob)
     assert endings(nodes) == []
     assert [n.runtime.queue() for n in (b, c) if n is not desk] == [[]]
+
+
+def test_kept_tickets_whose_dialogs_a_live_lease_still_holds_are_claimed_once_it_runs_out(
+        world: FakeRedis, progs: Path) -> None:
+    """The new desk takes over while the dead node still holds its dialogs
+    (a desk lease shorter than a node lease); it claims them again each tick,
+    itself: it joined too recently to adopt them in its sweep."""
+    a = DeskNode("a", world, progs, ttl_ms=3000)
+    run_for(world, 11)
+    b = DeskNode("b", world, progs, ttl_ms=3000)  # users and operators on b
+    ada, bob = queue_and_assign([a, b, b])
+    a.die()
+    run_for(world, 4)  # the desk lease ran out; a's node lease has not
+    assert b.desk.ready and world.holder("a") is not None
+    assert sorted(b.runtime.kept()) == ["d1", "d2", "d3", "d4"]
+    assert not any(b.store.owns(d) for d in ("d1", "d2", "d3", "d4"))
+    while world.holder("a") is not None:  # b's tick as it runs out claims them
+        run_for(world, 0.25)
+    assert not b.lease.steady, "b's sweep adopts nothing yet"
+    assert_took_over(b, ada, bob)
+    assert endings([a, b]) == []
 
 
 def test_a_redis_outage_during_a_tick_changes_nothing_and_the_next_tick_goes_on(
