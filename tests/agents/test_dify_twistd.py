@@ -15,7 +15,7 @@ import pytest
 
 from tests.hardening.procs import FrameConn
 from tests.agents.serving import agent_servers, msg
-from tests.launcher import ROOT, Process
+from tests.launcher import ROOT, Process, wait_until
 
 KEY = "sk-dify-very-secret-0123456789"
 
@@ -98,6 +98,9 @@ def test_streaming_is_merged_into_exactly_one_2001_and_the_conversation_is_kept(
     assert bodies[0]["conversation_id"] == "" and bodies[1]["conversation_id"].startswith("conv-")
     kept = bodies[1]["conversation_id"]
     # kill -9 and restart: the conversation id came back from the journal
+    # (written behind, docs/durability.md: the kill comes once it is on disk)
+    wait_until(lambda: any(kept.encode() in f.read_bytes()
+                           for f in lc.data.rglob("*") if f.is_file()), 10, "journaled")
     lc.kill9()
     lc.restart()
     conn = FrameConn(lc.ports["front"])
