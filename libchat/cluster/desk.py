@@ -27,6 +27,14 @@ part of it:
   resumes: queued users keep their place and their ``wait``, assigned
   operators have 30 s to be back (their sockets on surviving nodes are
   re-registered within a second or two).
+- **Losing it alive**: a desk node whose node lease is lost (the router's
+  ``on_lease_lost``, before its dialogs are forgotten), whose router does
+  not serve at a tick, or that finds the desk lease held by another, stops
+  being the desk *keeping every ticket in the book* (``_suspend``:
+  ``OperatorRuntime.suspend``, ``RedisOperatorBook.forget``; nobody is told,
+  no 2002), lets go of the desk lease and hands its dialogs over (released
+  in Redis) when its node lease is still good; the next desk, this node or
+  another, takes the tickets over as above.
 """
 
 from __future__ import annotations
@@ -85,7 +93,9 @@ class ClusterDesk:
         self.keys = router.cluster.keys
         self.scripts = scripts if scripts is not None else DoorScripts(router.cluster.conns)
         self.ttl_ms, self.tick, self.ask_timeout = ttl_ms, tick, ask_timeout
-        self.value = f"{self.node_id} {uuid.uuid4().hex[:12]}"  # this process's claim
+        self.value = self._new_value()  # this process's claim (a new one after each suspend)
+        self._dropping: set[str] = set()  # old claims to let go of (they expire anyway)
+        self._epoch = 0  # suspends so far (a take-over a suspend overtook is undone)
         self.holder: str | None = None  # the lease's value as last read
         self.ready = False  # this node is the desk and has taken the tickets over
         self._sids = count(1)
@@ -103,8 +113,12 @@ class ClusterDesk:
         router.handle("desk?", self._on_assigned)
         router.handle("desk=", self._on_answer)
         router.on_dead(self._node_dead)
+        router.on_lease_lost(self._lease_lost)
 
     # -- who is the desk -----------------------------------------------------------
+
+    def _new_value(self) -> str:
+        return f"{self.node_id} {uuid.uuid4().hex[:12]}"
 
     @property
     def desk_node(self) -> str | None:
@@ -123,23 +137,43 @@ class ClusterDesk:
             self._loop.stop()
         self.ready = False
         if self.holder == self.value:
+            self._dropping.add(self.value)
+        yield self._let_go(warn=True)
+
+    @defer.inlineCallbacks
+    def _let_go(self, warn: bool = False) -> Any:
+        """Drop the desk lease if one of this process's old claims holds it."""
+        for value in sorted(self._dropping):
             try:
-                yield self.scripts.call("desk_drop", [self.keys.desk_lease], [self.value])
+                yield self.scripts.call("desk_drop", [self.keys.desk_lease], [value])
+                self._dropping.discard(value)
             except Exception as e:  # noqa: BLE001 - it expires on its own
-                log.warn("operator desk: could not let go of the lease: {why}", why=str(e))
+                if warn:
+                    log.warn("operator desk: could not let go of the lease: {why}",
+                             why=str(e))
 
     @defer.inlineCallbacks
     def _tick(self) -> Any:
-        """Refresh (or take) the lease; act on a change of holder. Never raises."""
+        """Refresh (or take) the lease; act on a change of holder. Never raises.
+        While the router does not serve, this node is not the desk: it lets go
+        of the lease (an old claim's value, see :meth:`_suspend`), never
+        refreshes nor takes it, and never takes over."""
         if self._ticking:
             return
         self._ticking = True
         try:
+            if not self.router.ready and (self.ready or self.holder == self.value):
+                self._suspend()  # (the router's on_lease_lost did, unless it was not lost)
+            if self._dropping:
+                yield self._let_go()
             may = "1" if self.router.ready else "0"
             value = yield self.scripts.call("desk_lease", [self.keys.desk_lease],
                                             [self.value, self.ttl_ms, may])
             value = _text(value)
-            if value != self.holder:
+            if value == self.value and not self.router.ready:
+                self.holder = value  # taken as the node lost its lease: let it go
+                self._suspend()
+            elif value != self.holder:
                 yield self._changed(self.holder, value)
             elif value == self.value and not self.ready:
                 yield self._became_desk(None)  # the take-over failed: again
@@ -156,13 +190,8 @@ class ClusterDesk:
     def _changed(self, old: str | None, new: str | None) -> Any:
         self.holder = new
         log.info("operator desk: now on {node}", node=self.desk_node or "no node")
-        if old == self.value:  # lost it (Redis trouble): the new desk takes over
-            self.ready = False
-            for sid, (operator_id, remote) in list(self._remote.items()):
-                self.runtime.operator_gone(operator_id, remote)
-            self._remote.clear()
-            for operator_id, sink in self._local.values():
-                self.runtime.operator_gone(operator_id, sink)
+        if old == self.value:  # lost it while serving (Redis trouble, a pause)
+            yield self._hand_over(self._suspend())
         if new == self.value:
             yield self._became_desk(old)
         elif new is not None:
@@ -170,9 +199,46 @@ class ClusterDesk:
                 self.router.send(self.desk_node, {"t": "desk+", "from": self.node_id,
                                                   "op": operator_id, "sid": sid})
 
+    def _suspend(self) -> list[str]:
+        """Stop being the desk, every ticket kept in the book for the next
+        desk (this node again, or another): the runtime's instances end as at
+        a clean stop and it forgets its state (``OperatorRuntime.suspend``),
+        the book its mirror and its unacknowledged writes
+        (``RedisOperatorBook.forget``: the next desk may adopt its hash), the
+        desk the other nodes' sockets (they register them with the desk they
+        see next). Nobody is told: operators get the next desk's 3100 and
+        3101s. The claim this process held is let go of at the next ticks and
+        a new one made, so a later take by this node is a change every node
+        sees. Returns the dialogs whose instances ended."""
+        self._epoch += 1
+        self.ready = False
+        held = self.runtime.suspend()
+        self.book.forget()
+        self._remote.clear()
+        self._dropping.add(self.value)
+        self.value = self._new_value()
+        log.info("operator desk: this node is no longer the desk; {n} dialogs and every "
+                 "ticket left for the next desk", n=len(held))
+        return held
+
+    @defer.inlineCallbacks
+    def _hand_over(self, dialogs: list[str]) -> Any:
+        """The desk lease moved while this node serves: its router lets go of
+        the desk's dialogs (written, forgotten, released) for the new desk to
+        claim. One that fails is freed by its next event (forwarded here, it
+        is placed on the desk) or by the end of this node's lease."""
+        def failed(f: Any, dialog_id: str) -> None:
+            log.warn("operator desk: could not hand {dialog_id} over: {why}",
+                     dialog_id=dialog_id, why=f.getErrorMessage())
+        yield defer.DeferredList([
+            self.router.hand_over(d, "with the operator desk").addErrback(failed, d)
+            for d in dialogs])
+
     @defer.inlineCallbacks
     def _became_desk(self, old: str | None) -> Any:
-        yield self._take_over(old)
+        taken = yield self._take_over(old)
+        if not taken:
+            return
         for operator_id, sink in list(self._local.values()):
             self.runtime.operator_connected(operator_id, sink)
         for operator_id, remote in list(self._remote.values()):  # registered meanwhile
@@ -182,7 +248,9 @@ class ClusterDesk:
     @defer.inlineCallbacks
     def _take_over(self, old: str | None) -> Any:
         """This node became the desk: every other node's tickets into its book,
-        kept for their dialogs, which are claimed (and so resumed) here."""
+        kept for their dialogs, which are claimed (and so resumed) here.
+        False if a suspend came meanwhile (what was read is forgotten)."""
+        epoch = self._epoch
         nodes = yield self.router.cluster.nodes()
         if old is not None:
             nodes.add(old.split(" ", 1)[0])
@@ -192,9 +260,13 @@ class ClusterDesk:
             got = yield self.book.adopt(node)
             taken.extend(got)
         taken.sort(key=lambda t: t["rank"])
+        if epoch != self._epoch:  # the adopted tickets are in this node's hash
+            self.book.forget()
+            return False
         self.runtime.keep(taken)
         self.ready = True
         log.info("operator desk: this node is the desk; took over {n} tickets", n=len(taken))
+        return True
 
     @defer.inlineCallbacks
     def _claim_kept(self) -> Any:
@@ -210,6 +282,12 @@ class ClusterDesk:
             if self.router.store.owns(dialog_id):
                 self.runtime.forget_kept(dialog_id)
         self.runtime.settle_kept()
+
+    def _lease_lost(self) -> None:
+        """The router's ``on_lease_lost``: before it forgets its dialogs (and
+        so stops their instances, which would drop their tickets)."""
+        if self.ready or self.holder == self.value:
+            self._suspend()
 
     def _node_dead(self, node: str) -> Any:
         """The desk forgets the sockets of a dead node (their operators have

@@ -20,6 +20,7 @@ dialog (its transcript is in the dialog store).
 
 from __future__ import annotations
 
+from itertools import count
 from typing import Any
 
 import orjson
@@ -63,6 +64,7 @@ class RedisOperatorBook(MemoryBook):
         self._pending: set[defer.Deferred[Any]] = set()
         self._dirty: set[str] = set()  # dialog ids whose last write was not acknowledged
         self._writes: dict[str, int] = {}  # dialog id -> its newest write's number
+        self._numbers = count(1)  # write numbers (never reused: see forget)
 
     @classmethod
     def open(cls, conns: RedisConnections, keys: Keys, node_id: str
@@ -108,6 +110,22 @@ class RedisOperatorBook(MemoryBook):
         d.addErrback(lambda f: log.warn("operator book: {why}", why=f.getErrorMessage()))
         return d
 
+    def forget(self) -> None:
+        """This node is no longer the desk (its node lease was lost, or the
+        desk lease): forget the tickets held in memory and every write Redis
+        has not acknowledged, so nothing written from here on comes from the
+        time it was the desk. Another desk may adopt this node's hash at any
+        time now: a ticket held here, written again (``compact``, ``settle``),
+        would be put back into the hash after that desk took it (and resumed
+        twice by a later take-over). What Redis last acknowledged is what the
+        next desk takes over (this node's own ``fetch`` reads it again); the
+        changes Redis missed are lost: an assignment made during an outage is
+        offered again, a dialog ended then leaves a ticket its next desk drops
+        (the dialog is not resumed). A write already sent may still land."""
+        self.tickets.clear()
+        self._dirty.clear()
+        self._writes.clear()
+
     # -- several nodes ---------------------------------------------------------------
 
     def adopt(self, node_id: str) -> defer.Deferred[list[dict[str, Any]]]:
@@ -128,7 +146,7 @@ class RedisOperatorBook(MemoryBook):
         (one connection); dirty until its newest write is acknowledged."""
         ticket = self.tickets.get(dialog_id)
         d = self._write_op(dialog_id, None if ticket is None else orjson.dumps(ticket))
-        n = self._writes[dialog_id] = self._writes.get(dialog_id, 0) + 1
+        n = self._writes[dialog_id] = next(self._numbers)
         self._dirty.add(dialog_id)
         self._pending.add(d)
 

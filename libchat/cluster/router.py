@@ -191,6 +191,8 @@ class ClusterRouter:
         # when a node is found dead (``on_dead``): libchat.cluster extensions
         self._handlers: dict[str, Callable[[dict[str, Any]], object]] = {}
         self._on_dead: list[Callable[[str], object]] = []
+        self._on_lease_lost: list[Callable[[], object]] = []
+        self._lost_as: str | None = None  # the incarnation whose lease was lost
         # where dialogs of some programs must live (``route``/``recovered``:
         # a node id, None for any, or raise Unavailable): libchat.cluster.desk
         self.placement: Any = None
@@ -218,14 +220,54 @@ class ClusterRouter:
                 yield self._join_channel(channel)
 
     def lease_lost(self) -> None:
-        """The lease could not be refreshed: stop acknowledging, stop every
-        instance, forget every dialog (another node adopts them)."""
+        """The lease could not be refreshed: stop acknowledging, run the
+        ``on_lease_lost`` hooks, then stop every instance and forget every
+        dialog (another node adopts them)."""
         self.ready = False
+        self._lost_as = self.lease.incarnation
+        for callback in self._on_lease_lost:
+            try:
+                callback()
+            except Exception:
+                log.failure("cluster: a lease-lost hook failed")
         for dialog_id in self.store.owned():
             self._forget(dialog_id)
 
     def lease_healthy(self) -> None:
+        """Serving again. With the same incarnation (the lease was still ours)
+        every dialog forgotten at ``lease_lost`` is still claimed by this node
+        in Redis: it is released, so any node (the operator desk's new node
+        among them) can claim it; its next event anywhere recovers it as
+        usual. Under a new incarnation the old claims are dead already."""
         self.ready = True
+        if self._lost_as is not None and self._lost_as == self.lease.incarnation:
+            self.release_forgotten()
+        self._lost_as = None
+
+    @defer.inlineCallbacks
+    def release_forgotten(self) -> Any:
+        """Release every dialog Redis lists as this node's that its store does
+        not own (forgotten while the lease was lost). Never fails."""
+        released = 0
+        try:
+            owned = yield self.cluster.owned(self.node_id)
+            for dialog_id in sorted(owned):
+                if self.store.owns(dialog_id):
+                    continue
+                done = yield self._serial(dialog_id, partial(self._release_if_forgotten,
+                                                             dialog_id))
+                released += bool(done)
+        except Exception as e:  # noqa: BLE001 - their next event (or the lease's end) frees them
+            log.warn("cluster: could not release forgotten dialogs: {why}",
+                     why=str(e) or type(e).__name__)
+        if released:
+            log.info("cluster: node {node} released {n} dialogs it forgot while its lease "
+                     "was lost", node=self.node_id, n=released)
+
+    def _release_if_forgotten(self, dialog_id: str) -> Any:
+        if self.store.owns(dialog_id) or not self.ready:
+            return False
+        return self.cluster.release(dialog_id, self.lease.incarnation)
 
     @defer.inlineCallbacks
     def stop(self) -> Any:
@@ -400,6 +442,8 @@ class ClusterRouter:
         if own.node == self.node_id and not self.store.owns(dialog_id):
             self.store.disown(dialog_id)  # a broken leftover
             record = yield self.store.fetch(dialog_id)
+            if not self.ready:  # the lease was lost meanwhile: its dialogs are forgotten
+                raise Unavailable("this node is not serving (no lease)")
             try:
                 elsewhere = self._placed_record(record)
             except Unavailable:
@@ -432,15 +476,22 @@ class ClusterRouter:
         return None if node == self.node_id else node
 
     @defer.inlineCallbacks
-    def _hand_over(self, dialog_id: str) -> Any:
+    def _hand_over(self, dialog_id: str, why: str = "for its program's placement") -> Any:
         """Let go of an owned dialog (its writes in Redis first) so that the
         node placement named claims it with the event forwarded there."""
         yield self.store.synced(dialog_id)
         self._owners.pop(dialog_id, None)
         self._forget(dialog_id)
         yield self.cluster.release(dialog_id, self.lease.incarnation)
-        log.info("cluster: dialog {dialog_id} handed over for its program's placement",
-                 dialog_id=dialog_id)
+        log.info("cluster: dialog {dialog_id} handed over {why}", dialog_id=dialog_id, why=why)
+
+    def hand_over(self, dialog_id: str, why: str) -> "defer.Deferred[Any]":
+        """Let go of a dialog this node owns, now (its writes in Redis first,
+        then forgotten and released), for another node to claim: the operator
+        desk's dialogs when this node stops being the desk."""
+        def go() -> Any:
+            return self._hand_over(dialog_id, why) if self.store.owns(dialog_id) else None
+        return self._serial(dialog_id, go)
 
     def adopt(self, dialog_id: str) -> "defer.Deferred[Any]":
         """Claim a dialog now if its owner is gone or it is free (the desk
@@ -523,6 +574,13 @@ class ClusterRouter:
         its dialogs (a door hands over what the dead node held: one survivor
         must win, by an atomic step in Redis)."""
         self._on_dead.append(callback)
+
+    def on_lease_lost(self, callback: Callable[[], object]) -> None:
+        """``callback()`` when this node loses its lease, first thing in
+        :meth:`lease_lost`: before any dialog is forgotten (its instances
+        stopped). A door that must keep what those stops would drop acts
+        here (the operator desk keeps its tickets, libchat.cluster.desk)."""
+        self._on_lease_lost.append(callback)
 
     def _gone(self, node: str) -> None:
         """A node left (SIGTERM): nothing more is forwarded to it."""

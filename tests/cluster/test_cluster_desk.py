@@ -19,6 +19,7 @@ from libchat.cluster.dialogs import SharedDialogStore
 from libchat.cluster.gate import GatedRuntime
 from libchat.cluster.lease import NodeLease
 from libchat.cluster.router import ClusterRouter
+from libchat.cluster.interfaces import RedisUnavailable
 from libchat.cluster.testing import FakeBus, FakeClusterStore, FakeRedis
 from libchat.cluster.testing_doors import FakeDeskScripts, FakeOperatorBook, door_state
 from libchat.core.library import ProgramLibrary
@@ -480,3 +481,243 @@ def test_a_registration_of_a_socket_its_node_no_longer_has_is_undone_by_that_nod
     assert ada.types().count(SNAPSHOT) == 2
     b.send(user_message("human please"))
     assert assigned(ada) == ["d1"]
+
+
+# -- the desk node loses its lease alive ------------------------------------------------------
+
+RELEASED_3105 = 3105
+
+
+class Cut:
+    """One node's way to the shared world, which can be cut while the other
+    nodes still reach Redis (a partition, or the node frozen): every call it
+    makes fails while ``cut``. (Messages others post to its inbox still
+    arrive; it cannot answer them.)"""
+
+    def __init__(self, world: FakeRedis) -> None:
+        self.world = world
+        self.cut = False
+
+    def run(self, fn: Any) -> defer.Deferred[Any]:
+        if self.cut:
+            return defer.fail(RedisUnavailable("redis: (fake) this node is cut off"))
+        return self.world.run(fn)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.world, name)
+
+
+def cut_off(node: DeskNode, world: FakeRedis) -> Cut:
+    cut = Cut(world)
+    for part in (node.cluster, node.router.bus, node.book, node.book.scripts,
+                 node.desk.scripts):
+        part.world = cut  # type: ignore[attr-defined]
+    return cut
+
+
+class Watched:
+    """A node's desk scripts, watched: how often it let go of the desk lease
+    and every refresh or take of it while its router was not serving."""
+
+    def __init__(self, node: DeskNode, world: FakeRedis) -> None:
+        self.node, self.scripts, self.state = node, node.desk.scripts, door_state(world)
+        self.drops = 0
+        self.kept_while_not_serving: list[tuple[bytes, float]] = []
+        node.desk.scripts = self
+
+    def call(self, name: str, keys: list[str], args: list[Any]) -> defer.Deferred[Any]:
+        before = dict(self.state.desk_leases)
+        d = self.scripts.call(name, keys, args)
+        if not self.node.router.ready:
+            self.drops += name == "desk_drop"
+            after = self.state.desk_leases.get(keys[0])
+            if name == "desk_lease" and after is not None and after != before.get(keys[0]):
+                self.kept_while_not_serving.append(after)
+        return d
+
+
+def after_a_lease_refresh(world: FakeRedis, nodes: list[DeskNode]) -> None:
+    """Run until every node's lease was refreshed this very step: an outage
+    from now on loses the leases after 7 s and lets them run out after 10."""
+    while any(n.lease.last_ok != world.clock.seconds() for n in nodes):
+        world.clock.advance(0.25)
+
+
+def assert_served_on(nodes: list[DeskNode], desk: DeskNode, ada: Sink, bob: Sink) -> None:
+    """queue_and_assign's dialogs as the desk holds them after a move: the
+    queue in its order, the assignments with their operators (told again),
+    all owned by the desk, no 2002 to any user, no 3105 to an operator; ada
+    (whose socket is on c) replies and the user (on b) gets it."""
+    assert [n.desk.desk_node for n in nodes] == [desk.name] * len(nodes)
+    assert [t.dialog_id for t in desk.runtime.queue()] == ["d3", "d4"]
+    assert [desk.runtime.assigned_to(d) for d in ("d1", "d2")] == ["ada", "bob"]
+    assert all(desk.store.owns(d) for d in ("d1", "d2", "d3", "d4"))
+    assert desk.runtime.kept() == []
+    assert not any(n.store.owns(d) for n in nodes if n is not desk
+                   for d in ("d1", "d2", "d3", "d4"))
+    assert ada.types()[-2:] == [SNAPSHOT, 3101] and assigned(ada)[-1] == "d1"
+    assert bob.types()[-2:] == [SNAPSHOT, 3101] and assigned(bob)[-1] == "d2"
+    assert endings(nodes) == []
+    assert ada.of(RELEASED_3105) == [] and bob.of(RELEASED_3105) == []
+    assert nodes[2].reply("ada", "d1", "still here") is None
+    for _ in range(3):
+        desk.clock.advance(0)
+    assert [e["messages"]["content"] for e in to_users(nodes, "d1")
+            if e.get("operator") == "ada"] == ["still here"]
+
+
+def assert_suspended(node: DeskNode, world: FakeRedis) -> None:
+    """No longer the desk, nothing held in memory, every ticket in its hash."""
+    assert not node.desk.ready and not node.router.ready
+    assert node.runtime.queue() == [] and node.runtime.operators() == []
+    assert node.runtime.kept() == [] and node.book.load() == []
+    assert node.engine.instances() == [], "the forgotten instances' bindings went too"
+    assert sorted(door_state(world).desks[node.book.key]) == ["d1", "d2", "d3", "d4"]
+
+
+def losing_desk(world: FakeRedis, progs: Path, logged: Any, steady: bool = False
+                ) -> tuple[list[DeskNode], Sink, Sink, Watched]:
+    """Three nodes (b and c steady first if ``steady``), a the desk with
+    queue_and_assign's dialogs, a's desk scripts watched; what a lease lost
+    or gone logs is expected."""
+    logged.allow("stops acknowledging")
+    logged.allow("its dialogs are no longer its own")
+    nodes = cluster(world, progs)
+    if steady:
+        run_for(world, 11)
+    ada, bob = queue_and_assign(nodes)
+    return nodes, ada, bob, Watched(nodes[0], world)
+
+
+def test_a_redis_outage_past_the_leases_keeps_every_ticket_and_the_next_desk_resumes_them(
+        world: FakeRedis, progs: Path, logged: Any) -> None:
+    nodes, ada, bob, watch = losing_desk(world, progs, logged)
+    a = nodes[0]
+    world.down = True
+    run_for(world, 7.5)  # every node's lease is lost (7 s without a refresh)
+    assert_suspended(a, world)
+    assert endings(nodes) == []
+    run_for(world, 5)  # past 10 s: every lease ran out, the desk lease too
+    world.down = False
+    run_for(world, 6)  # new leases (new incarnations), a desk, its take-over
+    assert all(n.router.ready for n in nodes)
+    assert_served_on(nodes, the_desk(nodes), ada, bob)
+    assert watch.drops >= 1 and watch.kept_while_not_serving == []
+
+
+def test_a_desk_node_whose_lease_refreshes_stall_drops_no_ticket_though_redis_answers(
+        world: FakeRedis, progs: Path, logged: Any) -> None:
+    """Only its lease's refreshes stop (a stuck loop, say): it loses its lease
+    with Redis answering every other write, so a ticket dropped would be gone
+    for good. It lets go of the desk lease at once; another node takes the
+    desk and the tickets, and the dialogs once a's lease ran out."""
+    nodes, ada, bob, watch = losing_desk(world, progs, logged)
+    a, b, c = nodes
+    assert a.lease._loop is not None
+    a.lease._loop.stop()
+    run_for(world, 7.5)
+    assert watch.drops >= 1 and door_state(world).desk_leases != {}, "let go, and taken"
+    desk = the_desk([b, c])
+    assert not a.desk.ready and desk.desk.desk_node == desk.name
+    run_for(world, 4)  # a's lease ran out: the new desk claims a's dialogs
+    a.lease._loop.start(a.lease.every)  # a comes back (a new lease)
+    run_for(world, 5)
+    assert a.router.ready and not a.desk.ready
+    assert_served_on(nodes, desk, ada, bob)
+    assert watch.kept_while_not_serving == []
+
+
+def test_the_desk_node_cut_off_past_its_lease_the_others_take_the_desk_and_every_ticket(
+        world: FakeRedis, progs: Path, logged: Any) -> None:
+    """The others serve on: one of them takes the desk lease once it runs
+    out, a's hash (it dropped nothing) and a's dialogs once a's lease ran out
+    too; a, back, names the new desk and is not it. (b and c are steady:
+    they adopt a dead node's dialogs.)"""
+    nodes, ada, bob, watch = losing_desk(world, progs, logged, steady=True)
+    a, b, c = nodes
+    cut = cut_off(a, world)
+    cut.cut = True
+    run_for(world, 7.5)
+    assert not a.router.ready and not a.desk.ready and a.runtime.queue() == []
+    run_for(world, 5)
+    desk = the_desk([b, c])
+    assert_served_on([a, b, c], desk, ada, bob)
+    cut.cut = False
+    run_for(world, 5)  # a holds a new lease, serves again and is not the desk
+    assert a.router.ready and the_desk(nodes) is desk
+    assert a.runtime.queue() == [] and a.book.load() == []
+    assert endings(nodes) == [] and a.desk.desk_node == desk.name
+    assert watch.kept_while_not_serving == []
+
+
+def test_an_outage_the_node_lease_outlives_ends_with_every_dialog_resumed_by_the_new_desk(
+        world: FakeRedis, progs: Path, logged: Any) -> None:
+    """Cut off for 7.5 s: a's lease is lost, not gone; back, it is the same
+    lease, under which a still claims the dialogs it forgot. b, the desk
+    meanwhile (a desk lease of 3 s), cannot claim them while a lives: a
+    releases them when its lease is healthy again, and b resumes them."""
+    logged.allow("stops acknowledging")
+    a = DeskNode("a", world, progs, ttl_ms=3000)
+    run_for(world, 11)
+    b = DeskNode("b", world, progs, ttl_ms=3000)  # users and operators on b
+    ada, bob = queue_and_assign([a, b, b])
+    after_a_lease_refresh(world, [a])
+    incarnation = a.lease.incarnation
+    cut = cut_off(a, world)
+    cut.cut = True
+    run_for(world, 7.5)
+    assert not a.router.ready and not a.desk.ready and a.runtime.queue() == []
+    assert b.desk.ready and sorted(b.runtime.kept()) == ["d1", "d2", "d3", "d4"]
+    assert world.holder("a") == incarnation, "a still claims them"
+    cut.cut = False
+    run_for(world, 2)
+    assert a.router.ready and a.lease.incarnation == incarnation, "the same lease"
+    assert_took_over(b, ada, bob)
+    assert endings([a, b]) == [] and ada.of(RELEASED_3105) == []
+    assert b.reply("ada", "d1", "still here") is None
+    settle(world)
+    assert [e["messages"]["content"] for e in to_users([a, b], "d1")
+            if e.get("operator") == "ada"] == ["still here"]
+
+
+def test_a_whole_outage_the_leases_outlive_ends_with_every_dialog_resumed(
+        world: FakeRedis, progs: Path, logged: Any) -> None:
+    """Redis gone for 7.5 s for every node: every lease is lost and comes
+    back the same; whichever node takes the desk resumes every dialog."""
+    logged.allow("stops acknowledging")
+    nodes = cluster(world, progs)
+    a, b, c = nodes
+    ada, bob = queue_and_assign(nodes)
+    after_a_lease_refresh(world, nodes)
+    incarnations = [n.lease.incarnation for n in nodes]
+    watch = Watched(a, world)
+    world.down = True
+    run_for(world, 7.5)
+    assert_suspended(a, world)
+    world.down = False
+    run_for(world, 3)
+    assert [n.lease.incarnation for n in nodes] == incarnations
+    assert_served_on(nodes, the_desk(nodes), ada, bob)
+    assert watch.kept_while_not_serving == []
+
+
+def test_a_desk_that_finds_the_desk_lease_taken_hands_its_dialogs_and_tickets_over(
+        world: FakeRedis, progs: Path) -> None:
+    """Its node lease is fine, the desk lease is not its own any more (lost
+    with a Redis fail-over, say): it stops being the desk keeping every
+    ticket and releases the desk's dialogs; the new desk resumes them."""
+    nodes = cluster(world, progs)
+    a, b, c = nodes
+    ada, bob = queue_and_assign(nodes)
+    door_state(world).desk_leases.clear()
+    b.desk._tick()  # b takes it: a's tickets, a's dialogs not yet (a holds them)
+    settle(world)
+    assert b.desk.ready and sorted(b.runtime.kept()) == ["d1", "d2", "d3", "d4"]
+    a.desk._tick()  # a sees b
+    settle(world)
+    assert not a.desk.ready and a.router.ready
+    assert a.runtime.queue() == [] and a.book.load() == [] and a.engine.instances() == []
+    assert not any(a.store.owns(d) for d in ("d1", "d2", "d3", "d4"))
+    assert world.owned.get("a", set()) == set(), "released for b to claim"
+    run_for(world, 1.5)
+    assert_served_on(nodes, b, ada, bob)

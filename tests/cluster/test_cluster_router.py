@@ -243,3 +243,49 @@ def test_placement_with_no_node_now_is_a_2004_and_records_nothing(
     receipt = a.send(user_message("human please", message_id="m2"))
     assert receipt.error is not None and receipt.error["code"] == codes.INTERNAL_ERROR
     assert a.runtime.started == [] and a.store.owns("d1")
+
+
+def test_the_lease_lost_hooks_run_before_any_dialog_is_forgotten(
+        world: FakeRedis, programs: Path, logged: Any) -> None:
+    logged.allow("stops acknowledging")
+    logged.allow("a lease-lost hook failed")
+    a = Node("a", world, programs)
+    a.send(user_message("echo one"))
+    (instance,) = a.runtime.started
+    seen: list[tuple[str, bool, bool, bool]] = []
+
+    def hook(name: str) -> None:
+        seen.append((name, a.router.ready, a.store.owns("d1"), instance.gone))
+    a.router.on_lease_lost(lambda: hook("first"))
+    a.router.on_lease_lost(lambda: 1 / 0)  # a failing hook stops neither the others nor the rest
+    a.router.on_lease_lost(lambda: hook("second"))
+    world.down = True
+    run_for(world, 7.5)
+    assert seen == [("first", False, True, False), ("second", False, True, False)], \
+        "not serving, the dialog still owned and its instance running"
+    assert instance.gone and not a.store.owns("d1")
+
+
+def test_a_lease_back_with_the_same_incarnation_releases_the_dialogs_it_forgot(
+        world: FakeRedis, programs: Path, logged: Any) -> None:
+    """Its claims in Redis would keep every other node from the dialogs while
+    this node lives; released, the next event anywhere recovers them."""
+    logged.allow("stops acknowledging")
+    a, b = Node("a", world, programs), Node("b", world, programs)
+    a.send(user_message("echo one"))
+    a.send(user_message("echo two", dialog_id="d2"))
+    run_for(world, 2)  # just after a refresh of the leases
+    incarnation = a.lease.incarnation
+    world.down = True
+    run_for(world, 7.5)  # lost (7 s), not expired (10 s)
+    assert not a.router.ready and not a.store.owned()
+    world.down = False
+    run_for(world, 0.5)  # the next refresh: the same lease
+    assert a.router.ready and a.lease.incarnation == incarnation
+    assert world.owned.get("a") == set(), "released"
+    assert {d.node for d in world.dialogs.values()} == {None}
+    receipt = b.send(user_message("echo three", message_id="m3"))
+    settle(world)
+    assert receipt.ok and b.store.owns("d1") and not a.store.owns("d1")
+    ended = [e for e in b.up.events if e["event_type"] == codes.ENDED]
+    assert [e["reason"] for e in ended] == [codes.PROGRAM_EXITED], "its program was stopped"

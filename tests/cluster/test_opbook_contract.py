@@ -184,6 +184,32 @@ class SharedBookContract(BookContract):
         again = yield books.open()
         assert again.load() == [ticket("d1", 1.0, operator="ada"), ticket("d2", 2.0)]
 
+    @pytest_twisted.inlineCallbacks
+    def test_a_book_that_forgot_writes_nothing_into_its_hash_another_node_adopted(
+            self, books: SharedBooks, logged: Any) -> Any:
+        """A desk that stops being the desk alive forgets its mirror and its
+        unacknowledged writes: the next desk adopts what Redis acknowledged,
+        and nothing of the old desk's puts it back (ClusterDesk._suspend)."""
+        logged.allow("operator book")
+        book = yield books.open("old")
+        book.put(ticket("d1", 1.0))
+        yield book.settle()
+        books.outage()
+        book.put(ticket("d1", 1.0, operator="ada"))
+        book.put(ticket("d2", 2.0))
+        book.forget()
+        assert book.load() == []
+        books.recover()
+        new = yield retried(lambda: books.open("new"))
+        got = yield new.adopt("old")
+        assert got == [ticket("d1", 1.0)], "what Redis last acknowledged"
+        yield book.settle()  # nothing left to write again
+        yield book.compact()
+        assert (yield books.open("old")).load() == []
+        book.put(ticket("d3", 3.0))  # a desk again: it writes as before
+        yield book.settle()
+        assert [t["dialog_id"] for t in (yield books.open("old")).load()] == ["d3"]
+
 
 class TestFakeOperatorBook(SharedBookContract):
     @pytest.fixture

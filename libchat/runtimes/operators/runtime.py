@@ -169,15 +169,38 @@ class OperatorRuntime(HeldCalls):
     def stopAll(self) -> "defer.Deferred[Any]":
         """A server stop leaves every dialog bound and its ticket in the book,
         without a 2002: the next run resumes them (docs/operators.md)."""
+        self._end_all("server stopping")
+        return defer.maybeDeferred(self.book.settle)
+
+    def suspend(self) -> list[str]:
+        """This node stops being a cluster's desk (it lost its lease, or the
+        desk lease: libchat.cluster.desk) and the next desk takes its tickets
+        over from the book: every instance ends as at a stop (its ticket
+        stays in the book, nobody is told), every timer is cancelled, and the
+        queue, the kept tickets and the operators are forgotten here. Returns the dialogs whose instances ended (their
+        router forgets them next; ``stop`` of such an instance only tells the
+        router it is gone)."""
+        held = self._end_all("the desk moves", suspended=True)
+        self._tickets.clear()
+        self._kept.clear()
+        self._operators.clear()
+        self._lost.clear()
+        return held
+
+    def _end_all(self, detail: str, suspended: bool = False) -> list[str]:
+        """Every instance ended keeping its ticket; every timer cancelled."""
         for op in self._operators.values():
             if op.away is not None and op.away.active():
                 op.away.cancel()
             op.away = None
+        held = []
         for ticket in list(self._tickets.values()):
             ticket.cancel_timer()
             if ticket.instance is not None:
-                ticket.instance._end(True, "server stopping", keep=True)
-        return defer.maybeDeferred(self.book.settle)
+                held.append(ticket.dialog_id)
+                ticket.instance._suspended = suspended
+                ticket.instance._end(True, detail, keep=True)
+        return held
 
     # -- IResumingRuntime ----------------------------------------------------------
 
@@ -502,6 +525,7 @@ class OperatorInstance:
         ticket.instance = self
         self.bound = False  # the router has sent the first event
         self._gone = False
+        self._suspended = False  # ended by OperatorRuntime.suspend (the router not told yet)
         self._done_d: defer.Deferred[None] = defer.Deferred()
 
     def __repr__(self) -> str:
@@ -538,6 +562,9 @@ class OperatorInstance:
             if self.ticket.operator is not None:
                 self.runtime._released(self.ticket)
             self._end(True, "stopped")
+        elif self._suspended:  # the router forgets the dialog: its binding goes, nothing else
+            self._suspended = False
+            self.runtime._report(lambda: self.owner.instanceGone(self, True, "the desk moved"))
         return self._done_d
 
     # -- from the desk -----------------------------------------------------------------
