@@ -12,6 +12,7 @@ desk node.
 from __future__ import annotations
 
 import json
+import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -163,6 +164,108 @@ def test_users_on_two_nodes_queue_first_come_first_served(nodes: list[Node]) -> 
                 c.close()
 
 
+class HeldAndQueued:
+    """An operator's assigned dialog (the operator then away: 30 s before
+    losing it, counted again by a new desk) and two queued users, places 1
+    and 2; users on the non-desk nodes ``a`` and ``b``."""
+
+    def __init__(self, a: Node, b: Node, tag: str) -> None:
+        self.op_id = uid("op")
+        self.dialogs = held, q1, q2 = uid(f"{tag}h"), uid(f"{tag}1"), uid(f"{tag}2")
+        self.users = {d: WS(n, uid("u")) for d, n in ((held, a), (q1, b), (q2, a))}
+        op = WS(b, self.op_id, operator=True)
+        try:
+            op.until(of(3100))
+            self.users[held].say(held, "转人工")
+            op.until(of(3101, held))
+        finally:
+            op.close()
+        for d, place in ((q1, 1), (q2, 2)):
+            self.users[d].say(d, "转人工")
+            assert self.users[d].until(of(2001, d))["place"] == place
+
+    def served_after(self, nodes: list[Node]) -> Node:
+        """After a failure: one desk again (returned); the operator, back on a
+        live node, is offered all three (the queue's order kept), answers the
+        held one and the first queued, ends all three; no user saw a 2002 but
+        those ``completed``."""
+        held, q1, q2 = self.dialogs
+        desk, x, y = roles(nodes, timeout=40.0)
+        op = WS(x if x.running else y, self.op_id, operator=True)
+        try:
+            op.until(of(3100), timeout=20.0)
+            order: list[str] = []
+            deadline = time.monotonic() + 30.0
+            while not set(self.dialogs) <= set(order):
+                e = op.until(of(3101), timeout=max(0.1, deadline - time.monotonic()))
+                order.append(e["dialog_id"])
+            assert order.index(q1) < order.index(q2), order  # the queue kept its order
+            for d in (held, q1):
+                op.send({"event_type": 3102, "dialog_id": d,
+                         "messages": {"content": f"back {d}"}})
+                reply = self.users[d].until(lambda e, d=d: of(2001, d)(e) and "operator" in e)
+                assert reply["operator"] == self.op_id
+            for d in self.dialogs:
+                op.send({"event_type": 3103, "dialog_id": d})
+                assert self.users[d].until(of(2002, d))["reason"] == "completed"
+            for user in self.users.values():
+                assert [e["reason"] for e in user.seen if e.get("event_type") == 2002] == [
+                    "completed"], user.seen
+        finally:
+            op.close()
+        return desk
+
+    def close(self) -> None:
+        for user in self.users.values():
+            user.close()
+
+
+OUTAGE = 12.0  # seconds without Redis: past the 7 s after which a node stops
+# serving and the 10 s TTL of every lease (node leases and the desk lease)
+
+
+def test_a_redis_outage_past_every_lease_keeps_the_queue_and_the_assignments(
+        nodes: list[Node], redis: RedisServer) -> None:
+    """redis-server gone for 12 s: every node loses its lease, the desk node
+    stops being the desk keeping its tickets (docs/scaleout.md "A desk node
+    that loses its lease alive"); once Redis is back one node is the desk
+    again and resumes them all, no 2002."""
+    _, a, b = roles(nodes)
+    three = HeldAndQueued(a, b, "o")
+    try:
+        redis.kill9()
+        time.sleep(OUTAGE)  # the scenario's length, not a wait for something
+        redis.restart()
+        three.served_after(nodes)
+    finally:
+        three.close()
+
+
+FREEZE = 7.5  # seconds: past the 7 s after which a node stops serving, short of
+# the 10 s TTL of its leases (they are still its own when it wakes)
+
+
+def test_a_desk_node_frozen_past_its_lease_check_drops_no_ticket(nodes: list[Node]) -> None:
+    """The desk node frozen (``SIGSTOP``) for 7.5 s while Redis answers: it
+    wakes having lost its lease (7 s without a refresh), still holding both
+    leases in Redis. Its router forgets its dialogs, which used to drop their
+    tickets from Redis; now it stops being the desk keeping them
+    (``ClusterRouter.on_lease_lost``), lets go of the desk lease, releases
+    the dialogs, and the next desk resumes all three, no 2002."""
+    desk, a, b = roles(nodes)
+    three = HeldAndQueued(a, b, "f")
+    try:
+        desk.signal(signal.SIGSTOP)
+        try:
+            time.sleep(FREEZE)  # the scenario's length, not a wait for something
+        finally:
+            desk.signal(signal.SIGCONT)
+        desk.wait_log(r"operator desk: this node is no longer the desk", 15)
+        three.served_after(nodes)
+    finally:
+        three.close()
+
+
 def test_the_desk_node_killed_a_survivor_takes_the_queue_and_the_assignments(
         nodes: list[Node]) -> None:
     """kill -9 of the desk node: within seconds of its lease running out a
@@ -170,42 +273,13 @@ def test_the_desk_node_killed_a_survivor_takes_the_queue_and_the_assignments(
     order, the assigned dialog its operator (who is back within 30 s, on a
     survivor), and no user gets a 2002 ``program_exited``."""
     desk, a, b = roles(nodes)
-    op_id = uid("op")
-    held, q1, q2 = uid("held"), uid("k1"), uid("k2")
-    users = {d: WS(a, uid("u")) for d in (held, q1, q2)}
-    op: WS | None = WS(b, op_id, operator=True)
+    three = HeldAndQueued(a, b, "k")
     try:
-        assert op is not None
-        op.until(of(3100))
-        users[held].say(held, "转人工")
-        op.until(of(3101, held))
-        op.close()  # the operator steps away: 30 s before losing the dialog
-        op = None
-        users[q1].say(q1, "转人工")
-        assert users[q1].until(of(2001, q1))["place"] == 1
-        users[q2].say(q2, "转人工")
-        assert users[q2].until(of(2001, q2))["place"] == 2
         desk.kill9()
-        new_desk, _, _ = roles(nodes, timeout=40.0)
+        new_desk = three.served_after(nodes)
         assert new_desk is not desk and new_desk.running
-        op = WS(b, op_id, operator=True)
-        op.until(of(3100), timeout=20.0)
-        order: list[str] = []
-        deadline = time.monotonic() + 30.0
-        while not {held, q1, q2} <= set(order):
-            e = op.until(of(3101), timeout=max(0.1, deadline - time.monotonic()))
-            order.append(e["dialog_id"])
-        assert order.index(q1) < order.index(q2), order  # the queue kept its order
-        for d in (q1, held):
-            op.send({"event_type": 3102, "dialog_id": d, "messages": {"content": f"back {d}"}})
-            reply = users[d].until(lambda e, d=d: of(2001, d)(e) and "operator" in e)
-            assert reply["operator"] == op_id
-        for user in users.values():
-            assert not [e for e in user.seen if e.get("event_type") == 2002], user.seen
     finally:
-        for c in [*users.values(), op]:
-            if c is not None:
-                c.close()
+        three.close()
 
 
 def test_the_desk_node_stopped_hands_the_desk_over_at_once(nodes: list[Node]) -> None:
