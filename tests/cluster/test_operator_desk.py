@@ -34,7 +34,8 @@ class WS:
     def __init__(self, node: Node, user_id: str, operator: bool = False) -> None:
         role = "&role=operator" if operator else ""
         self.conn: ClientConnection = connect(
-            f"ws://127.0.0.1:{node.ports['web']}/ws?user_id={user_id}{role}", open_timeout=10)
+            f"ws://127.0.0.1:{node.ports['web']}/ws?user_id={user_id}{role}",
+            open_timeout=10).__enter__()  # closed by close()
         self.seen: list[dict[str, Any]] = []
 
     def send(self, event: dict[str, Any]) -> None:
