@@ -54,7 +54,7 @@ class SeqMismatch(Exception):
 class _Sync:
     """One owned dialog's write state."""
 
-    __slots__ = ("fence", "pushed", "issued", "done", "waiters", "broken")
+    __slots__ = ("fence", "pushed", "issued", "done", "waiters", "next", "broken")
 
     def __init__(self, fence: int, pushed: int) -> None:
         self.fence = fence
@@ -62,6 +62,7 @@ class _Sync:
         self.issued = 0  # writes sent
         self.done = 0  # writes answered (in order: one connection, FIFO)
         self.waiters: deque[tuple[int, defer.Deferred[None]]] = deque()
+        self.next: list[defer.Deferred[None]] = []  # waiting for a held write (hold)
         self.broken: Failure | None = None
 
 
@@ -90,6 +91,7 @@ class SharedDialogStore(MemoryStore):
         self._sync: dict[str, _Sync] = {}
         self._flush_call: IDelayedCall | None = None
         self._turn: dict[str, DialogRecord] = {}  # changed in this reactor turn
+        self._held: set[str] = set()  # dialogs whose write waits for a rider (hold)
 
     # -- ownership --------------------------------------------------------------
 
@@ -180,6 +182,12 @@ class SharedDialogStore(MemoryStore):
                 return defer.fail(KeyError(f"dialog {dialog_id} is no longer owned here"))
             return defer.succeed(None)
         if dialog_id in self._turn:
+            if dialog_id in self._held:  # fired by the write unhold() lets go
+                if s.broken is not None:
+                    return defer.fail(s.broken)
+                waiting: defer.Deferred[None] = defer.Deferred()
+                s.next.append(waiting)
+                return waiting
             self._write(dialog_id, self._turn.pop(dialog_id))
         if s.broken is not None:
             return defer.fail(s.broken)
@@ -188,6 +196,18 @@ class SharedDialogStore(MemoryStore):
         d: defer.Deferred[None] = defer.Deferred()
         s.waiters.append((s.issued, d))
         return d
+
+    def hold(self, dialog_id: str) -> None:
+        """Until :meth:`unhold`, within the same call: the dialog's changes are
+        not written by :meth:`synced` (its waiters wait for the write that
+        comes next), so that a message known only after them (a forwarded
+        event's receipt) can ride on their append (:meth:`synced_sending`)."""
+        self._held.add(dialog_id)
+
+    def unhold(self, dialog_id: str) -> None:
+        """The caller writes next (:meth:`synced_sending`, else :meth:`synced`);
+        the next reactor turn's flush does it otherwise."""
+        self._held.discard(dialog_id)
 
     def synced_sending(self, dialog_id: str, node: str,
                        payload: bytes) -> "defer.Deferred[None] | None":
@@ -206,7 +226,7 @@ class SharedDialogStore(MemoryStore):
             return None
         del self._turn[dialog_id]
         self._write(dialog_id, record, then=(node, payload))
-        return self.synced(dialog_id)
+        return self.synced(dialog_id, owned=True)  # a refused write has disowned it
 
     def _flush_turn(self) -> None:
         self._flush_call = None
@@ -219,6 +239,20 @@ class SharedDialogStore(MemoryStore):
         s = self._sync.get(dialog_id)
         if s is None or s.broken is not None:
             return
+        try:
+            self._issue(dialog_id, s, record, then)
+        finally:  # the waiters of a held write wait for this one
+            while s.next:
+                d = s.next.pop(0)
+                if s.broken is not None:
+                    d.errback(s.broken)
+                elif s.done >= s.issued:
+                    d.callback(None)
+                else:
+                    s.waiters.append((s.issued, d))
+
+    def _issue(self, dialog_id: str, s: _Sync, record: DialogRecord,
+               then: tuple[str, bytes] | None) -> None:
         new = record.messages[-(record.seq - s.pushed):] if record.seq > s.pushed else []
         rec = record_bytes(record)
         inc = self.incarnation()
@@ -261,6 +295,8 @@ class SharedDialogStore(MemoryStore):
 
     @staticmethod
     def _fail_waiters(s: _Sync, failure: Failure) -> None:
+        while s.next:
+            s.next.pop(0).errback(failure)
         while s.waiters:
             d = s.waiters.popleft()[1]
             d.errback(failure)

@@ -87,6 +87,20 @@ def unavailable(dialog_id: Any = None, message_id: Any = None) -> Receipt:
         dialog_id=dialog_id, message_id=message_id))
 
 
+class ReceiptTo:
+    """Where the receipt of a forwarded event goes; ``rode`` once it was
+    sent with the event's own append (``SharedDialogStore.synced_sending``:
+    one Redis step for both, and nothing to send after)."""
+
+    __slots__ = ("node", "reply", "rode")
+
+    def __init__(self, node: str, reply: dict[str, Any]) -> None:
+        self.node, self.reply, self.rode = node, reply, False
+
+    def payload(self, receipt: Receipt) -> bytes:
+        return dumps({**self.reply, "seq": receipt.seq, "error": receipt.error})
+
+
 @implementer(IUpstream)
 class GatedUpstream:
     """A local upstream as the engine sees it: each event is released once
@@ -358,7 +372,8 @@ class ClusterRouter:
         return self.receive(upstream, {"event_type": codes.CLIENT_CLOSE,
                                        "dialog_id": dialog_id, "user_id": user_id})
 
-    def _route(self, up: IUpstream, event: dict[str, Any], forwarded: bool) -> Any:
+    def _route(self, up: IUpstream, event: dict[str, Any], forwarded: bool,
+               receipt_to: ReceiptTo | None = None) -> Any:
         dialog_id = event["dialog_id"]
         if dialog_id not in self._chains and self.store.owns(dialog_id):
             try:
@@ -366,14 +381,33 @@ class ClusterRouter:
             except Unavailable:
                 return unavailable(dialog_id, event.get("message_id"))
             if elsewhere is None:
-                return self._local(up, event)
+                return self._local(up, event, receipt_to)
         return self._serial(dialog_id, lambda: self._claim_route(up, event, forwarded))
 
-    def _local(self, up: IUpstream, event: dict[str, Any]) -> Any:
-        receipt = self.engine.receive(up, event)
+    def _local(self, up: IUpstream, event: dict[str, Any],
+               receipt_to: ReceiptTo | None = None) -> Any:
+        dialog_id = event["dialog_id"]
+        if receipt_to is None:
+            receipt = self.engine.receive(up, event)
+        else:  # a forwarded event: its receipt may ride on its append
+            self.store.hold(dialog_id)
+            try:
+                receipt = self.engine.receive(up, event)
+            finally:
+                self.store.unhold(dialog_id)
         if not receipt.ok:
             return receipt  # nothing was recorded
-        d = self.store.synced(event["dialog_id"], owned=receipt.seq is not None)
+        if receipt_to is not None and receipt.seq is not None:
+            d = self.store.synced_sending(dialog_id, receipt_to.node,
+                                          receipt_to.payload(receipt))
+            if d is not None:
+                receipt_to.rode = True
+
+                def not_written(f: Failure) -> Receipt:
+                    receipt_to.rode = False  # the script failed whole: not sent
+                    return self._failed(f, event)
+                return d.addCallbacks(lambda _: receipt, not_written)
+        d = self.store.synced(dialog_id, owned=receipt.seq is not None)
         return d.addCallbacks(lambda _: receipt, lambda f: self._failed(f, event))
 
     def _failed(self, f: Failure, event: dict[str, Any]) -> Receipt:
@@ -606,11 +640,14 @@ class ClusterRouter:
             self.send(message["from"], reply)
             return
         up = self._upstream_for(message["from"], message["up"], message["ch"])
-        d = defer.maybeDeferred(self._route, up, event, True)
+        receipt_to = ReceiptTo(message["from"], reply)
+        d = defer.maybeDeferred(self._route, up, event, True, receipt_to)
 
         def answer(receipt: Any) -> None:
             if receipt is REDO:
                 reply["redo"] = True
+            elif receipt_to.rode:
+                return  # it rode on the event's append
             else:
                 reply["seq"], reply["error"] = receipt.seq, receipt.error
             self.send(message["from"], reply)

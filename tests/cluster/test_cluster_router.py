@@ -128,6 +128,30 @@ def test_a_reply_to_another_nodes_upstream_rides_on_its_append_and_dies_with_it(
     assert [bytes(x) for x in world.logs["d1"]][-1].count(b"fenced") == 0
 
 
+def test_a_forwarded_events_receipt_rides_on_its_append_and_the_program_waits_for_it(
+        world: FakeRedis, programs: Path) -> None:
+    a, b = Node("a", world, programs), Node("b", world, programs)
+    a.send(user_message("echo one"))
+    (instance,) = a.runtime.started
+    sent: list[bytes] = []
+    real_send = a.router.bus.send
+    a.router.bus.send = lambda node, payload: (sent.append(payload), real_send(node, payload))[1]
+    receipt = b.send(user_message("echo two", message_id="m2"))
+    settle(world)
+    assert receipt.ok and receipt.seq == 2
+    assert [bytes(x) for x in world.logs["d1"]][-1].count(b"echo two") == 1
+    assert [e["messages"]["content"] for e in instance.sent] == ["echo one", "echo two"]
+    assert sent == []  # the receipt went with the append (SharedDialogStore.hold)
+    # refused by Redis (the owner fenced out): b is told 2004 by a receipt
+    # sent apart, and the program never sees the message
+    world.dialogs["d1"].fence += 1
+    receipt = b.send(user_message("echo three", message_id="m3"))
+    settle(world)
+    assert receipt.error is not None and receipt.error["code"] == codes.INTERNAL_ERROR
+    assert [e["messages"]["content"] for e in instance.sent] == ["echo one", "echo two"]
+    assert len(sent) == 1 and b'"t":"rc"' in sent[0]
+
+
 def test_a_write_redis_does_not_take_is_never_acknowledged_nor_delivered(
         world: FakeRedis, programs: Path) -> None:
     a = Node("a", world, programs)
