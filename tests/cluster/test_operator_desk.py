@@ -84,15 +84,19 @@ def nodes(redis: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 
 def roles(nodes: list[Node], timeout: float = 30.0) -> tuple[Node, Node, Node]:
-    """(the desk node, two others), once every live node names the same desk."""
+    """(the desk node, two others), once every live node serves (it holds its
+    lease again after an outage) and names the same desk."""
     live = [n for n in nodes if n.running]
 
     def agreed() -> str | None:
         time.sleep(0.2)
-        seen = {n.health().get("operator_desk") for n in live}
+        health = [n.health() for n in live]
+        if not all(h.get("serving") for h in health):
+            return None
+        seen = {h.get("operator_desk") for h in health}
         desk = seen.pop() if len(seen) == 1 else None
         return desk if desk in {n.node_id for n in live} else None
-    desk_id = wait_until(agreed, timeout, "one operator desk named by every node")
+    desk_id = wait_until(agreed, timeout, "every node serving, one operator desk named by all")
     desk = next(n for n in live if n.node_id == desk_id)
     others = [n for n in nodes if n is not desk]
     return desk, others[0], others[1]
