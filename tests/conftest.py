@@ -41,6 +41,16 @@ def _untracked() -> set[str] | None:
     return set(out.splitlines())
 
 
+@pytest.fixture(scope="module")
+def redis() -> Iterator[Any]:
+    """A redis-server of the test module's own, shared by its tests (the
+    several-nodes modules start their twistd nodes on it); stopped and its
+    directory removed after the module."""
+    from tests.cluster.nodes import private_redis
+    with private_redis() as server:
+        yield server
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _no_artefacts_in_the_checkout() -> Iterator[None]:
     before = _untracked()

@@ -18,16 +18,10 @@ from typing import Any
 
 import pytest
 
-from .nodes import Node, gather, message, private_redis, started_nodes
+from .nodes import Node, gather, message, started_nodes
 from .redis_server import RedisServer
 
 pytestmark = pytest.mark.timeout(180)
-
-
-@pytest.fixture(scope="module")
-def redis() -> Iterator[RedisServer]:
-    with private_redis() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

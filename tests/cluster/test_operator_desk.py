@@ -22,7 +22,7 @@ import pytest
 from websockets.sync.client import ClientConnection, connect
 
 from ..launcher import wait_until
-from .nodes import Node, private_redis, started_nodes
+from .nodes import Node, started_nodes
 from .redis_server import RedisServer
 
 pytestmark = pytest.mark.timeout(180)
@@ -68,12 +68,6 @@ def of(event_type: int, dialog_id: str | None = None) -> Callable[[dict[str, Any
 
 def uid(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:6]}"
-
-
-@pytest.fixture(scope="module")
-def redis() -> Iterator[RedisServer]:
-    with private_redis() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

@@ -35,12 +35,17 @@ def fired(d: defer.Deferred[Any]) -> list[Any]:
     return out
 
 
-def test_a_held_dialogs_waiters_fire_with_the_write_after_unhold_not_before() -> None:
-    store, world, record = owned_store()
+def held_change(store: SharedDialogStore, record: DialogRecord) -> list[Any]:
+    """Hold d1, record a user message in it; what its ``synced`` has fired."""
     store.hold("d1")
     record.append({"event_type": 1001, "messages": {"content": "hi"}}, 1.0)
     store.changed(record)
-    waiting = fired(store.synced("d1"))
+    return fired(store.synced("d1"))
+
+
+def test_a_held_dialogs_waiters_fire_with_the_write_after_unhold_not_before() -> None:
+    store, world, record = owned_store()
+    waiting = held_change(store, record)
     assert waiting == [] and world.logs.get("d1") is None  # nothing written while held
     store.unhold("d1")
     assert waiting == [] and world.logs.get("d1") is None  # the caller writes next
@@ -52,10 +57,7 @@ def test_a_held_dialogs_waiters_fire_with_the_write_after_unhold_not_before() ->
 
 def test_a_held_write_nobody_sends_goes_out_with_the_next_turn() -> None:
     store, world, record = owned_store()
-    store.hold("d1")
-    record.append({"event_type": 1001, "messages": {"content": "hi"}}, 1.0)
-    store.changed(record)
-    waiting = fired(store.synced("d1"))
+    waiting = held_change(store, record)
     store.unhold("d1")
     world.clock.advance(0)  # the turn's flush
     assert waiting == [None] and len(world.logs["d1"]) == 1
@@ -63,10 +65,7 @@ def test_a_held_write_nobody_sends_goes_out_with_the_next_turn() -> None:
 
 def test_a_held_dialog_lost_before_its_write_fails_its_waiters() -> None:
     store, world, record = owned_store()
-    store.hold("d1")
-    record.append({"event_type": 1001, "messages": {"content": "hi"}}, 1.0)
-    store.changed(record)
-    waiting = fired(store.synced("d1"))
+    waiting = held_change(store, record)
     store.disown("d1")
     store.unhold("d1")
     assert len(waiting) == 1 and waiting[0].check(KeyError)

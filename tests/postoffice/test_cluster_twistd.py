@@ -23,7 +23,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from tests.cluster.nodes import Node, http, private_redis, started_nodes
+from tests.cluster.nodes import Node, http, started_nodes
 from tests.cluster.redis_server import RedisServer
 from tests.launcher import LOOPBACK_ZERO
 
@@ -38,12 +38,6 @@ secret = "acme-secret"
 clients = ["/service/acme/*"]
 """
 T = 10.0
-
-
-@pytest.fixture(scope="module")
-def redis() -> Iterator[RedisServer]:
-    with private_redis() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")
