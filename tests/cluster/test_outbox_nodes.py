@@ -13,12 +13,13 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor, task
+from twisted.internet import reactor, task
 
 from tests.platforms.fakes import serve
 from tests.platforms.fakes.wecom import FakeWeCom
-from tests.platforms.test_twistd_platforms import (AGENT, WECOM_SECRET, until, wecom_post)
-from tests.platforms.test_wecom_crypto import AES_KEY, CORP, TOKEN
+from tests.platforms.test_twistd_platforms import (AGENT, WECOM_SECRET, until, wecom_hr,
+                                                   wecom_post)
+from tests.platforms.test_wecom_crypto import CORP
 
 from .nodes import Node
 from .redis_server import RedisServer
@@ -35,16 +36,7 @@ def wecom() -> Iterator[tuple[FakeWeCom, str]]:
 @pytest.fixture
 def pair(tmp_path: Path, redis_server: RedisServer, wecom: Any) -> Iterator[list[Node]]:
     config = tmp_path / "libchat.toml"
-    config.write_text(f"""
-[wecom.hr]
-corp_id = "{CORP}"
-agent_id = {AGENT}
-token = "{TOKEN}"
-encoding_aes_key = "{AES_KEY}"
-secret_env = "TEST_WECOM_SECRET"
-api_base = "{wecom[1]}"
-intent = "echo"
-""")
+    config.write_text(wecom_hr(wecom[1], "echo"))
     os.environ["TEST_WECOM_SECRET"] = WECOM_SECRET  # the nodes inherit it
     started: list[Node] = []
     try:

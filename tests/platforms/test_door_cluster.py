@@ -25,6 +25,15 @@ from .test_door import LARK, WECOM
 from .test_sender import ScriptedAPI
 
 
+def post_text(http: StubTreq, clock: Clock) -> int:
+    """A signed WeCom text callback to the door; its HTTP status."""
+    query, body = wecom_post(TEXT_XML)
+    got: list[Any] = []
+    http.post("http://h/wecom/hr", body, params=query).addCallback(got.append)
+    clock.advance(0)
+    return int(got[0].code)
+
+
 class Node:
     """One libchat node's platform door, on the shared world."""
 
@@ -38,11 +47,7 @@ class Node:
         self.http = StubTreq(self.door.app.resource())
 
     def post(self) -> int:
-        query, body = wecom_post(TEXT_XML)
-        got: list[Any] = []
-        self.http.post("http://h/wecom/hr", body, params=query).addCallback(got.append)
-        self.clock.advance(0)
-        return int(got[0].code)
+        return post_text(self.http, self.clock)
 
 
 def test_a_retry_to_another_node_is_answered_and_routes_nothing(tmp_path: Path) -> None:

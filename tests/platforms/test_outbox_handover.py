@@ -20,8 +20,8 @@ from libchat.doors.platforms.ledger import Ledger
 from libchat.storage.store import run_inline
 from libchat.testing import FakeRouter
 
-from .test_callbacks import TEXT_XML, wecom_post
 from .test_door import LARK, WECOM
+from .test_door_cluster import post_text
 from .test_sender import ScriptedAPI
 
 LONG = "数据" * 850  # 5,100 bytes: three WeCom parts
@@ -40,11 +40,7 @@ class Node:
         self.http = StubTreq(self.door.app.resource())
 
     def post(self) -> int:
-        query, body = wecom_post(TEXT_XML)
-        got: list[Any] = []
-        self.http.post("http://h/wecom/hr", body, params=query).addCallback(got.append)
-        self.clock.advance(0)
-        return int(got[0].code)
+        return post_text(self.http, self.clock)
 
     def reply(self, text: str) -> None:
         self.door.deliver("wecom", {"event_type": 2001, "dialog_id": "wecom:hr:lisi",

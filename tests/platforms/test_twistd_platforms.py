@@ -71,6 +71,20 @@ def fakes() -> Iterator[tuple[FakeWeCom, FakeLark, str, str]]:
     pytest_twisted.blockon(k.stop())
 
 
+def wecom_hr(api_base: str, intent: str) -> str:
+    """The ``[wecom.hr]`` section of a test config (the fake WeCom at
+    ``api_base``; the secret from ``TEST_WECOM_SECRET``)."""
+    return f"""[wecom.hr]
+corp_id = "{CORP}"
+agent_id = {AGENT}
+token = "{TOKEN}"
+encoding_aes_key = "{AES_KEY}"
+secret_env = "TEST_WECOM_SECRET"
+api_base = "{api_base}"
+intent = "{intent}"
+"""
+
+
 @pytest.fixture
 def server(tmp_path: Path, fakes: Any) -> Iterator[Libchat]:
     _, _, wecom_url, lark_url = fakes
@@ -80,15 +94,7 @@ def server(tmp_path: Path, fakes: Any) -> Iterator[Libchat]:
     (tmp_path / "secret").write_text(LARK_SECRET + "\n")
     config = tmp_path / "libchat.toml"
     config.write_text(f"""
-[wecom.hr]
-corp_id = "{CORP}"
-agent_id = {AGENT}
-token = "{TOKEN}"
-encoding_aes_key = "{AES_KEY}"
-secret_env = "TEST_WECOM_SECRET"
-api_base = "{wecom_url}"
-intent = "plat"
-
+{wecom_hr(wecom_url, "plat")}
 [lark.bot]
 app_id = "cli_twistd"
 app_secret_file = "{tmp_path / 'secret'}"
