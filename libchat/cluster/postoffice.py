@@ -41,7 +41,7 @@ from zope.interface import implementer
 from libchat.cluster.connect import RedisConnections
 from libchat.cluster.keys import Keys
 from libchat.cluster.offline import DoorScripts
-from libchat.doors.postoffice.hub import Hub, check_envelope
+from libchat.doors.postoffice.hub import Hub, Routed, check_envelope
 from libchat.doors.postoffice.seam import IHubPeers
 
 log = Logger()
@@ -142,17 +142,19 @@ class HubPeers:
                              "sub": subject, "h": 0})
         return True
 
-    def queued(self, target: str) -> None:
+    def queued(self, target: str) -> "defer.Deferred[Any]":
         d = self.conns.call("HGET", self.key, target)
 
-        def found(node: Any) -> None:
+        def found(node: Any) -> Any:
             where = None if node is None else _s(node)
             if where == self.node_id:
                 self.hub.drain(target)
             elif self.alive(where):
                 assert where is not None
-                self.router.send(where, {"t": "po-d", "c": target})
-        d.addCallbacks(found, lambda f: None)  # it stays queued; the next connect takes it
+                # the hub's next envelopes to the target follow this in that inbox
+                return self.router.send(where, {"t": "po-d", "c": target})
+            return None
+        return d.addCallbacks(found, lambda f: None)  # it stays queued; the next connect takes it
 
     def send(self, message: dict[str, Any], raw: str) -> bool:
         target = message["to"]
@@ -191,10 +193,11 @@ class HubPeers:
             self.origins.popitem(last=False)
 
     def _po(self, m: dict[str, Any]) -> None:
-        target, raw = m["c"], m["raw"]
+        target = m["c"]
         if m.get("i"):
             self._origin(m["s"], m["i"])
-        if self.hub.deliver_here(target, raw):
+        e = Routed(m["s"], target, m.get("k", "msg"), m.get("sub"), m["raw"])
+        if self.hub.deliver_here(e):
             return
         node = self.where(target)
         if node is not None and not m.get("h"):
@@ -203,7 +206,7 @@ class HubPeers:
             log.info("postoffice: {to} left this node; an envelope from {frm} is dropped "
                      "(internal addresses never queue)", to=target, frm=m["s"])
         else:
-            self.hub.enqueue(m["s"], target, m.get("k", "msg"), m.get("sub"), raw)
+            self.hub.enqueue(e)
 
     def _internal(self, m: dict[str, Any]) -> None:
         address, raw = m["a"], m["raw"]

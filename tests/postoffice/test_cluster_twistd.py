@@ -13,6 +13,7 @@ Blocking clients (websockets' sync client, the frame client of
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -179,20 +180,43 @@ def test_the_bound_client_leaving_node_b_ends_the_dialog_on_a_as_exited(
 def test_envelopes_between_clients_of_different_nodes(nodes: list[Node],
                                                       redis: RedisServer) -> None:
     a, b = nodes
-    one, two = Client(a, "/service/acme/one"), Client(b, "/service/acme/two")
+    one = Client(a, "/service/acme/one")
+    sent: list[str] = []
+    halfway = threading.Event()
+
+    def stream() -> None:
+        """One envelope every ~0.3 ms (180: within the 200-envelope burst
+        the rate limit allows) while two connects, so that node A learns
+        where two is between two of them."""
+        for i in range(180):
+            sent.append(one.post("/service/acme/two", f"hello {i}"))
+            if i == 20:
+                halfway.set()
+            time.sleep(0.0003)  # pacing, not a wait for anything
+    sender = threading.Thread(target=stream, daemon=True)
+    sender.start()
+    clients = [one]
     try:
+        assert halfway.wait(T)
+        two = Client(b, "/service/acme/two")
+        clients.append(two)
+        # envelopes are on their way while node A learns that two is on B:
+        # the first ones queued, the rest forwarded; in order all the same
+        sender.join(T)
+        assert not sender.is_alive()
+        assert [two.raw() for _ in sent] == sent  # the exact text, in order
+        assert one.quiet(0.2)  # no error frame (UNDELIVERABLE, rate limit)
         known_everywhere(nodes, redis, one.client_id, a)
         known_everywhere(nodes, redis, two.client_id, b)
-        sent = [one.post(two.client_id, f"hello {i}") for i in range(5)]
-        assert [two.raw() for _ in sent] == sent  # the exact text, in order
         back = two.post([one.client_id], {"ok": True})
         assert one.raw() == back
         # a heartbeat crosses too
         beat = one.post(two.client_id, "", type="heartbeat")
         assert two.raw() == beat
     finally:
-        one.close()
-        two.close()
+        sender.join(T)
+        for c in clients:
+            c.close()
 
 
 def test_queued_envelopes_reach_a_client_that_reconnects_on_the_other_node(

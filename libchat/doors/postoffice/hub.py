@@ -10,7 +10,7 @@ import json
 import os
 from collections import OrderedDict, deque
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
@@ -31,6 +31,17 @@ class Conn(Protocol):
     client_id: str
     def send(self, text: str) -> None: ...
     def replaced(self, reason: str) -> None: ...
+
+
+class Routed(NamedTuple):
+    """A client's envelope on its way to one target (kept whole while it
+    waits, so it can still be queued if its target goes meanwhile)."""
+
+    sender: str
+    target: str
+    kind: str
+    subject: Any
+    raw: str
 
 
 class BadMessage(ValueError):
@@ -162,7 +173,11 @@ class Hub:
         self.conns: dict[str, Conn] = {}
         # clientIDs whose queue is being taken (a Deferred queue): envelopes
         # routed to them meanwhile wait here, so they arrive after the queued ones
-        self._draining: dict[str, list[str]] = {}
+        self._draining: dict[str, list[Routed]] = {}
+        # targets with an offer of this node in flight (a Deferred queue):
+        # envelopes routed to them meanwhile wait here, so that none can pass
+        # the queued one (a forward to the node the target just connected to would)
+        self._behind: dict[str, list[Routed]] = {}
         self._again: set[str] = set()  # take their queue again once this take is in
         # the other nodes' hubs (--redis: libchat.cluster.postoffice.plug); None: one node
         self.peers: IHubPeers | None = None
@@ -236,9 +251,7 @@ class Hub:
             items.addErrback(self._queue_failed, "taking the offline queue", [])
             items.addCallback(self._drained, conn.client_id)
             return
-        for item in items:
-            conn.send(item["raw"])
-            self.stats["deliveries"] += 1
+        self._drained(items, conn.client_id)
 
     def drain(self, client_id: str) -> None:
         """Take a connected client's queue again (another node queued for it
@@ -252,13 +265,17 @@ class Hub:
         self._take(conn)
 
     def _drained(self, items: list[dict[str, Any]], client_id: str) -> None:
-        """A Deferred take is in: deliver it, then what was routed meanwhile,
-        to the client's live connection (it may have been replaced)."""
+        """A take is in: deliver it, then what was routed meanwhile, to the
+        client's live connection (it may have been replaced). When the queue
+        is to be taken again (another node queued meanwhile, maybe before
+        what was routed here), what was routed meanwhile waits for that take."""
         later = self._draining.pop(client_id, [])
         conn = self.conns.get(client_id)
         if conn is None:
-            return  # gone again: the items stay queued (never acknowledged)
-        for raw in [item["raw"] for item in items] + later:
+            self._reroute(later)  # gone again: the items stay queued (never acknowledged)
+            return
+        again = client_id in self._again
+        for raw in [item["raw"] for item in items] + ([] if again else [e.raw for e in later]):
             conn.send(raw)
             self.stats["deliveries"] += 1
         d: Any = None
@@ -266,12 +283,31 @@ class Hub:
             d = self.queue.delivered(client_id, items)
             if isinstance(d, defer.Deferred):
                 d.addErrback(self._queue_failed, "forgetting delivered envelopes", None)
-        if client_id in self._again:  # after the acknowledgement, else a duplicate
+        if again:  # after the acknowledgement, else a duplicate
             self._again.discard(client_id)
+            self._draining[client_id] = later
             if isinstance(d, defer.Deferred):
-                d.addBoth(lambda _: self.drain(client_id))
+                d.addBoth(lambda _: self._take_again(client_id))
             else:
-                self.drain(client_id)
+                self._take_again(client_id)
+
+    def _take_again(self, client_id: str) -> None:
+        conn = self.conns.get(client_id)
+        if conn is None:
+            self._reroute(self._draining.pop(client_id, []))
+            return
+        self._take(conn)
+
+    def _reroute(self, waiting: list[Routed]) -> None:
+        """Envelopes that waited for a connection now gone: wherever their
+        target is now, else queued (from an internal address: dropped, as
+        :meth:`IHub.send` never queues)."""
+        for e in waiting:
+            if self.internal(e.sender):
+                log.info("postoffice: {to} went; an envelope from {frm} is dropped "
+                         "(internal addresses never queue)", to=e.target, frm=e.sender)
+            else:
+                self.route_out(e)
 
     def _queue_failed(self, f: Failure, what: str, instead: Any) -> Any:
         if f.check(Unavailable):
@@ -322,52 +358,83 @@ class Hub:
                     return  # it went to the node that sent from that address
                 listener.envelope(message, raw)
                 return
-        if self.deliver_here(target, raw):
-            return
-        if self.peers is not None and self.peers.forward(sender.client_id, target, raw,
-                                                         message["type"], message["subject"]):
-            return
-        self.enqueue(sender.client_id, target, message["type"], message["subject"], raw)
+        self.route_out(Routed(sender.client_id, target, message["type"], message["subject"],
+                              raw))
 
-    def deliver_here(self, target: str, raw: str) -> bool:
+    def route_out(self, e: Routed) -> None:
+        """A client's envelope to a client: here, else to the node holding
+        the target, else queued; behind this node's offer for the same target
+        still in flight, if any (one sender's envelopes stay in order)."""
+        waiting = self._behind.get(e.target)
+        if waiting is not None:
+            waiting.append(e)
+            return
+        if self.deliver_here(e):
+            return
+        if self.peers is not None and self.peers.forward(e.sender, e.target, e.raw, e.kind,
+                                                         e.subject):
+            return
+        self.enqueue(e)
+
+    def deliver_here(self, e: Routed) -> bool:
         """To the target's connection on this node, if it has one."""
-        live = self.conns.get(target)
+        live = self.conns.get(e.target)
         if live is None:
             return False
-        waiting = self._draining.get(target)
+        waiting = self._draining.get(e.target)
         if waiting is not None:
-            waiting.append(raw)  # after the queued ones being taken
+            waiting.append(e)  # after the queued ones being taken
             return True
-        live.send(raw)
+        live.send(e.raw)
         self.stats["deliveries"] += 1
         return True
 
-    def enqueue(self, sender_id: str, target: str, kind: str, subject: Any, raw: str) -> None:
-        """Into the offline queue (the target is connected nowhere)."""
-        if kind == "heartbeat":
+    def enqueue(self, e: Routed) -> None:
+        """Into the offline queue (the target is connected nowhere). A queue
+        answering Deferreds holds this node's later envelopes to the target
+        until the offer, and the peers' look for the target after it, are done."""
+        if e.kind == "heartbeat":
             return                  # heartbeats are never queued (section 12)
-        queued = self.queue.offer(target, sender_id, subject, raw,
+        waiting = self._behind.get(e.target)
+        if waiting is not None:
+            waiting.append(e)
+            return
+        queued = self.queue.offer(e.target, e.sender, e.subject, e.raw,
                                   self.clock.seconds() + self.offline_ttl)
         if isinstance(queued, defer.Deferred):
-            queued.addCallbacks(
-                lambda ok: self._offered(ok, sender_id, target, subject),
-                lambda f: self._not_offered(f, sender_id, target, subject))
+            self._behind[e.target] = []
+            queued.addCallbacks(lambda ok: self._offered(ok, e),
+                                lambda f: self._not_offered(f, e))
+            queued.addErrback(lambda f: log.failure("postoffice: after queueing for {to}",
+                                                    f, to=e.target))
+            queued.addBoth(lambda _: self._release(e.target))
             return
-        self._offered(queued, sender_id, target, subject)
+        self._offered(queued, e)
 
-    def _offered(self, queued: bool, sender: str, target: str, subject: Any) -> None:
+    def _release(self, target: str) -> None:
+        """The offer for ``target`` is done: route what waited behind it, in
+        order, until one of them is queued again (the rest wait behind that)."""
+        waiting = self._behind.pop(target, [])
+        while waiting:
+            self.route_out(waiting.pop(0))
+            if target in self._behind:
+                self._behind[target].extend(waiting)
+                return
+
+    def _offered(self, queued: bool, e: Routed) -> Any:
         if not queued:
-            self.bounce(sender, target, subject, "offline queue for this target is full")
-            return
+            self.bounce(e.sender, e.target, e.subject, "offline queue for this target is full")
+            return None
         self.stats["queued_total"] += 1
-        if self.peers is not None:
-            self.peers.queued(target)
         self._schedule()
+        if self.peers is not None:
+            return self.peers.queued(e.target)
+        return None
 
-    def _not_offered(self, f: Failure, sender: str, target: str, subject: Any) -> None:
+    def _not_offered(self, f: Failure, e: Routed) -> None:
         """Not known to be queued (Redis did not answer): the sender hears so."""
-        self._queue_failed(f, f"queueing for {target}", None)
-        self.bounce(sender, target, subject, "offline queue unavailable, try again")
+        self._queue_failed(f, f"queueing for {e.target}", None)
+        self.bounce(e.sender, e.target, e.subject, "offline queue unavailable, try again")
 
     def bounce(self, sender: str, target: str, subject: Any, why: str) -> None:
         self.stats["bounces"] += 1

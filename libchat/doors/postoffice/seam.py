@@ -94,9 +94,12 @@ class IHubPeers(Interface):
         """Send a client's envelope to the live node holding ``target``;
         False when no other node holds it (the hub queues it)."""
 
-    def queued(target: str) -> None:
+    def queued(target: str) -> Any:
         """An envelope for ``target`` was queued: if it is connected to a
-        live node after all (it connected meanwhile), that node takes its queue."""
+        live node after all (it connected meanwhile), that node takes its
+        queue. None, or a Deferred firing once that node was told (never
+        failing): until then the hub holds its later envelopes to ``target``,
+        so none passes the queued one."""
 
     def send(message: dict[str, Any], raw: str) -> bool:
         """:meth:`IHub.send` to a client on another live node; False if none."""

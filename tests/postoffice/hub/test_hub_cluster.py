@@ -1,19 +1,21 @@
 """The hub on a queue that answers Deferreds (the verified fake of
 :class:`libchat.cluster.offline.RedisOfflineQueue`, two hubs on one FakeRedis
 world): queued on one node, delivered on connect to another, in order with
-what is routed while the queue is being taken; full and unreachable queues
-tell the sender UNDELIVERABLE; expiry bounces once."""
+what is routed while the queue is being taken (and taken again); one
+sender's envelopes stay in order behind an offer in flight; full and
+unreachable queues tell the sender UNDELIVERABLE; expiry bounces once."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from twisted.internet import defer
 
 from libchat.cluster.testing import FakeRedis
 from libchat.cluster.testing_doors import FakeOfflineQueue
-from libchat.doors.postoffice.hub import Hub
+from libchat.doors.postoffice.hub import Hub, Routed
 
-from .test_hub import Conn, env
+from .test_hub import Conn, Listener, env
+from .test_hub_peers import FakePeers
 
 
 def two_hubs(bound: int = 1000) -> tuple[FakeRedis, Hub, Hub]:
@@ -66,6 +68,121 @@ def test_envelopes_routed_while_the_queue_is_taken_come_after_the_queued_ones() 
     assert b.sent == [old, new]
     hub.receive(a, env("/svc/a", "/svc/b", n="direct"))
     assert len(b.sent) == 3 and len(queue) == 0
+    hub.stop()
+
+
+class HeldOffer(FakeOfflineQueue):
+    """Offers the test answers, one by one (Redis being slow)."""
+
+    def __init__(self, world: FakeRedis) -> None:
+        super().__init__(world)
+        self.held: list[tuple[defer.Deferred[bool], str]] = []
+
+    def offer(self, target: str, sender: str, subject: Any, raw: str,
+              expires: float) -> defer.Deferred[bool]:
+        d: defer.Deferred[bool] = defer.Deferred()
+        self.held.append((d, raw))
+        return d.addCallback(lambda _: super(HeldOffer, self).offer(
+            target, sender, subject, raw, expires))
+
+    def answer(self, index: int = 0) -> str:
+        d, raw = self.held.pop(index)
+        d.callback(None)
+        return raw
+
+
+class TellingPeers(FakePeers):
+    """Peers whose look after a queueing (``queued``) the test answers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.told: list[defer.Deferred[None]] = []
+
+    def queued(self, target: str) -> defer.Deferred[None]:
+        super().queued(target)
+        self.told.append(defer.Deferred())
+        return self.told[-1]
+
+
+Q = TypeVar("Q", bound=FakeOfflineQueue)
+
+
+def held_hub(kind: type[Q], client_id: str) -> tuple[Q, Hub, Conn]:
+    """A hub on a queue the test answers, one client attached."""
+    queue = kind(FakeRedis())
+    hub = Hub(queue.world.clock, offline_ttl=30, queue=queue)
+    conn = Conn(client_id)
+    hub.attach(conn, None)
+    return queue, hub, conn
+
+
+def test_an_envelope_routed_while_an_offer_is_in_flight_cannot_pass_it() -> None:
+    """The target connects on another node while this node queues for it:
+    the next envelope waits until the queueing and the look after it are
+    done (that node then takes the queue before it gets the next one)."""
+    queue, hub, a = held_hub(HeldOffer, "/svc/a")
+    hub.peers = peers = TellingPeers()
+    first, second = env("/svc/a", "/svc/b", n=0), env("/svc/a", "/svc/b", n=1)
+    hub.receive(a, first)  # /svc/b is connected nowhere this node knows of
+    peers.remote.add("/svc/b")  # ... then it is (the other node's po-on)
+    hub.receive(a, second)
+    forwards = [c for c in peers.calls if c[0] == "forward"]
+    assert forwards == [("forward", "/svc/b", first)]
+    assert queue.answer() == first
+    assert peers.calls[-1] == ("queued", "/svc/b")
+    hub.receive(a, third := env("/svc/a", "/svc/b", n=2))
+    assert peers.calls[-1] == ("queued", "/svc/b")  # the other node is not told yet
+    peers.told[0].callback(None)
+    assert peers.calls[-2:] == [("forward", "/svc/b", second), ("forward", "/svc/b", third)]
+    assert queue.held == [] and len(queue) == 1
+    hub.stop()
+
+
+def test_envelopes_to_a_target_connected_nowhere_are_offered_one_after_another() -> None:
+    queue, hub, a = held_hub(HeldOffer, "/svc/a")
+    sent = [env("/svc/a", "/svc/b", n=i) for i in range(3)]
+    for raw in sent:
+        hub.receive(a, raw)
+    hub.receive(a, other := env("/svc/a", "/svc/c"))  # another target does not wait
+    assert [raw for _, raw in queue.held] == [sent[0], other]
+    assert queue.answer(1) == other
+    assert [queue.answer() for _ in sent] == sent
+    assert [i["raw"] for i in queue.state.queues["/svc/b"]] == sent
+    b = Conn("/svc/b")
+    hub.attach(b, None)
+    assert b.sent == sent
+    hub.stop()
+
+
+def test_what_is_routed_during_a_take_to_be_taken_again_waits_for_the_second_take() -> None:
+    """Another node queued for the client while its queue was being taken
+    here (``drain`` during the take): what was routed meanwhile may be newer
+    than that, so it comes after the second take."""
+    queue, hub, b = held_hub(HeldTake, "/svc/b")  # its take answers [] (read before the other node queued)
+    older, newer = env("/svc/a", "/svc/b", n="older"), env("/svc/a", "/svc/b", n="newer")
+    queue.offer("/svc/b", "/svc/a", "s", older, 99.0)  # the other node's queueing
+    hub.drain("/svc/b")  # its po-d
+    hub.route_out(Routed("/svc/a", "/svc/b", "msg", "s", newer))  # then a forward
+    assert queue.held is not None
+    first, queue.held = queue.held, None
+    first.callback(None)
+    assert b.sent == []  # waiting for the second take
+    assert queue.held is not None
+    queue.held.callback(None)
+    assert b.sent == [older, newer] and len(queue) == 0
+    hub.stop()
+
+
+def test_envelopes_waiting_for_a_take_are_queued_if_the_connection_goes() -> None:
+    queue, hub, b = held_hub(HeldTake, "/svc/b")
+    waiting = env("/svc/a", "/svc/b", n="waiting")
+    hub.route_out(Routed("/svc/a", "/svc/b", "msg", "s", waiting))
+    hub.route_out(Routed("/libchat/dialog/d", "/svc/b", "msg", "s", "internal"))
+    hub.listen("/libchat/", Listener())
+    hub.detach(b)
+    assert queue.held is not None
+    queue.held.callback(None)
+    assert b.sent == [] and [i["raw"] for i in queue.state.queues["/svc/b"]] == [waiting]
     hub.stop()
 
 
