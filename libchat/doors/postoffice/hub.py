@@ -44,6 +44,20 @@ class Routed(NamedTuple):
     raw: str
 
 
+class Behind:
+    """A target with offers of this node in flight (a Deferred queue), and
+    the envelopes to it that wait for them: while an offer is in flight, an
+    envelope to the same target may only be queued after it (pipelined on
+    the same Redis connection); one that would go anywhere else waits, and
+    so does every envelope after it."""
+
+    __slots__ = ("offers", "held")
+
+    def __init__(self) -> None:
+        self.offers = 0
+        self.held: list[Routed] = []
+
+
 class BadMessage(ValueError):
     """An envelope that does not follow the GO-POSTOFFICE schema."""
 
@@ -174,10 +188,10 @@ class Hub:
         # clientIDs whose queue is being taken (a Deferred queue): envelopes
         # routed to them meanwhile wait here, so they arrive after the queued ones
         self._draining: dict[str, list[Routed]] = {}
-        # targets with an offer of this node in flight (a Deferred queue):
-        # envelopes routed to them meanwhile wait here, so that none can pass
-        # the queued one (a forward to the node the target just connected to would)
-        self._behind: dict[str, list[Routed]] = {}
+        # targets with offers of this node in flight, so that no envelope
+        # passes a queued one (a forward to the node the target just
+        # connected to would)
+        self._behind: dict[str, Behind] = {}
         self._again: set[str] = set()  # take their queue again once this take is in
         # the other nodes' hubs (--redis: libchat.cluster.postoffice.plug); None: one node
         self.peers: IHubPeers | None = None
@@ -365,14 +379,16 @@ class Hub:
         """A client's envelope to a client: here, else to the node holding
         the target, else queued; behind this node's offer for the same target
         still in flight, if any (one sender's envelopes stay in order)."""
-        waiting = self._behind.get(e.target)
-        if waiting is not None:
-            waiting.append(e)
-            return
-        if self.deliver_here(e):
-            return
-        if self.peers is not None and self.peers.forward(e.sender, e.target, e.raw, e.kind,
-                                                         e.subject):
+        behind = self._behind.get(e.target)
+        if behind is None:
+            if self.deliver_here(e):
+                return
+            if self.peers is not None and self.peers.forward(e.sender, e.target, e.raw,
+                                                             e.kind, e.subject):
+                return
+        elif (behind.held or e.target in self.conns
+              or (self.peers is not None and self.peers.where(e.target) is not None)):
+            behind.held.append(e)
             return
         self.enqueue(e)
 
@@ -395,31 +411,34 @@ class Hub:
         until the offer, and the peers' look for the target after it, are done."""
         if e.kind == "heartbeat":
             return                  # heartbeats are never queued (section 12)
-        waiting = self._behind.get(e.target)
-        if waiting is not None:
-            waiting.append(e)
+        behind = self._behind.get(e.target)
+        if behind is not None and behind.held:
+            behind.held.append(e)
             return
         queued = self.queue.offer(e.target, e.sender, e.subject, e.raw,
                                   self.clock.seconds() + self.offline_ttl)
         if isinstance(queued, defer.Deferred):
-            self._behind[e.target] = []
+            if behind is None:
+                behind = self._behind[e.target] = Behind()
+            behind.offers += 1
             queued.addCallbacks(lambda ok: self._offered(ok, e),
                                 lambda f: self._not_offered(f, e))
             queued.addErrback(lambda f: log.failure("postoffice: after queueing for {to}",
                                                     f, to=e.target))
-            queued.addBoth(lambda _: self._release(e.target))
+            queued.addBoth(lambda _: self._offer_done(e.target, behind))
             return
         self._offered(queued, e)
 
-    def _release(self, target: str) -> None:
-        """The offer for ``target`` is done: route what waited behind it, in
-        order, until one of them is queued again (the rest wait behind that)."""
-        waiting = self._behind.pop(target, [])
-        while waiting:
-            self.route_out(waiting.pop(0))
-            if target in self._behind:
-                self._behind[target].extend(waiting)
-                return
+    def _offer_done(self, target: str, behind: Behind) -> None:
+        """An offer for ``target`` is done; when the last one is, route what
+        waited behind them, in order (queued again, or wherever it goes now)."""
+        behind.offers -= 1
+        if behind.offers > 0:
+            return
+        if self._behind.get(target) is behind:
+            del self._behind[target]
+        for e in behind.held:
+            self.route_out(e)
 
     def _offered(self, queued: bool, e: Routed) -> Any:
         if not queued:

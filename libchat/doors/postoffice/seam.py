@@ -90,6 +90,10 @@ class IHubPeers(Interface):
     def detached(client_id: str) -> None:
         """A client's connection here ended (not replaced here)."""
 
+    def where(client_id: str) -> str | None:
+        """The live other node holding ``client_id`` as far as this node
+        knows (its mirror), or None; sends nothing."""
+
     def forward(sender: str, target: str, raw: str, kind: str, subject: Any) -> bool:
         """Send a client's envelope to the live node holding ``target``;
         False when no other node holds it (the hub queues it)."""
@@ -98,8 +102,8 @@ class IHubPeers(Interface):
         """An envelope for ``target`` was queued: if it is connected to a
         live node after all (it connected meanwhile), that node takes its
         queue. None, or a Deferred firing once that node was told (never
-        failing): until then the hub holds its later envelopes to ``target``,
-        so none passes the queued one."""
+        failing): until then the hub lets its later envelopes to ``target``
+        only be queued after this one, so none passes it."""
 
     def send(message: dict[str, Any], raw: str) -> bool:
         """:meth:`IHub.send` to a client on another live node; False if none."""

@@ -36,6 +36,9 @@ class FakePeers:
     def detached(self, client_id: str) -> None:
         self.calls.append(("detached", client_id))
 
+    def where(self, client_id: str) -> str | None:
+        return "far" if client_id in self.remote else None
+
     def forward(self, sender: str, target: str, raw: str, kind: str, subject: Any) -> bool:
         self.calls.append(("forward", target, raw))
         return target in self.remote
