@@ -161,8 +161,9 @@ def test_background_replies_are_marked(make_server: Any) -> Any:
 @pytest_twisted.inlineCallbacks
 def test_idle_reap_kills_the_process_and_sends_idle_timeout(make_server: Any) -> Any:
     # idle time counts from the user message, so it must outlast Node's start
-    # and first reply even on a loaded machine (0.5s did not, at load 19)
-    server = make_server("--idle-timeout", "2")
+    # and first reply even on a loaded machine (0.5s did not, at load 19;
+    # 2s leaves too little for a start at idle priority next to CPU hogs)
+    server = make_server("--idle-timeout", "5")
     c = yield server.client()
     pid = content_json((yield ask(c, "x", intent="pid")))["pid"]
     ended = yield next_event(c)

@@ -48,6 +48,8 @@ log = Logger()
 
 REFRESH = 5.0  # seconds between full reads of the registry (a lost po-on/po-off costs this)
 MAX_ORIGINS = 100_000  # internal addresses remembered (LRU)
+STICKY = REFRESH  # seconds a target's envelopes keep following it to the node it left
+MAX_STICKY = 100_000  # targets remembered for that (LRU)
 KINDS = ("po", "po-i", "po-b", "po-d", "po-on", "po-off")
 
 
@@ -74,6 +76,11 @@ class HubPeers:
         self.scripts = scripts if scripts is not None else DoorScripts(conns)
         self.at: dict[str, str] = {}  # clientID -> node id, clients of other nodes
         self.origins: OrderedDict[str, str] = OrderedDict()  # internal address -> node
+        # target -> (node, when) of the last envelope forwarded to it: when
+        # the target leaves that node, later envelopes follow the earlier
+        # ones there for a while (that node queues them all, in order)
+        # instead of being queued from here, which could pass them
+        self.sent_to: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self.forwarded = 0
         self._changes = 0  # mirror changes by message (a refresh read meanwhile is stale)
         self._dead_done: set[str] = set()
@@ -135,12 +142,31 @@ class HubPeers:
         d.addCallbacks(told, self._failed, errbackArgs=(f"unregistering {client_id}",))
 
     def forward(self, sender: str, target: str, raw: str, kind: str, subject: Any) -> bool:
-        node = self.where(target)
+        node = self.where(target) or self._followed(target)
         if node is None:
             return False
+        self._sent_to(target, node)
         self._forward(node, {"t": "po", "c": target, "s": sender, "raw": raw, "k": kind,
                              "sub": subject, "h": 0})
         return True
+
+    def _followed(self, target: str) -> str | None:
+        """The node this node last forwarded to ``target`` to, if that was
+        less than :data:`STICKY` seconds ago and the node is alive."""
+        last = self.sent_to.get(target)
+        if last is None:
+            return None
+        node, at = last
+        if self.hub.clock.seconds() - at > STICKY or not self.alive(node):
+            del self.sent_to[target]
+            return None
+        return node
+
+    def _sent_to(self, target: str, node: str) -> None:
+        self.sent_to[target] = (node, self.hub.clock.seconds())
+        self.sent_to.move_to_end(target)
+        if len(self.sent_to) > MAX_STICKY:
+            self.sent_to.popitem(last=False)
 
     def queued(self, target: str) -> "defer.Deferred[Any]":
         d = self.conns.call("HGET", self.key, target)

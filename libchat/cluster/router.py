@@ -184,6 +184,12 @@ class ClusterRouter:
         self.ready = False  # joined, and the lease is held
         self.live: set[str] = {node_id}  # nodes holding a lease, as of the last sweep
         self.dead: set[str] = set()  # nodes known to hold none (a newcomer is alive)
+        # every node id seen in the set of nodes: the set forgets a dead node
+        # once one survivor has handed it over, but for this node it stays
+        # dead (never forwarded to, its callbacks run here too) until it is
+        # live again
+        self._seen: set[str] = set()
+        self._buried: set[str] = set()  # dead, gone from the set, callbacks run here
         self.observers = engine.observers
         self.instance_observers = engine.instance_observers
         self.forwarded = 0  # events this node sent to an owner elsewhere
@@ -606,7 +612,10 @@ class ClusterRouter:
         """``callback(node_id)`` on every steady node, once per sweep that finds
         the node without a lease, after this node adopted what it could of
         its dialogs (a door hands over what the dead node held: one survivor
-        must win, by an atomic step in Redis)."""
+        must win, by an atomic step in Redis), and once more if another
+        survivor removed it from the set of nodes first (so a callback that
+        drops what *this* node remembers of the dead one runs on every
+        survivor). Callbacks must be idempotent."""
         self._on_dead.append(callback)
 
     def on_lease_lost(self, callback: Callable[[], object]) -> None:
@@ -621,6 +630,7 @@ class ClusterRouter:
         log.info("cluster: node {node} left", node=node)
         self.live.discard(node)
         self.dead.add(node)
+        self._seen.add(node)
         for dialog_id in [d for d, n in self._owners.items() if n == node]:
             del self._owners[dialog_id]
 
@@ -699,7 +709,9 @@ class ClusterRouter:
         try:
             if hops < MAX_HOPS:
                 nodes = yield self.cluster.upstream_nodes(channel)
-                others = sorted(n for n in nodes if n != self.node_id and n not in self.dead)
+                # live as of the last sweep: a killed node stays in the set of
+                # a channel's upstream nodes, and may be one this node never saw
+                others = sorted(n for n in nodes if n != self.node_id and n in self.live)
                 if others:
                     yield self.send(random.choice(others), {"t": "out", "up": None, "ch": channel,
                                                             "e": event, "hops": hops})
@@ -750,22 +762,36 @@ class ClusterRouter:
             holders = yield defer.gatherResults(
                 [self.cluster.lease_holder(n) for n in sorted(nodes)], consumeErrors=True)
             self.live = {n for n, h in zip(sorted(nodes), holders) if h} | {self.node_id}
-            self.dead = nodes - self.live
+            self._seen |= nodes
+            self.dead = self._seen - self.live
+            self._buried &= self.dead  # live again: its next death is handled anew
             if not (self.ready and self.lease.steady):
                 return
-            for node in sorted(nodes - self.live):
+            for node in sorted(self.dead):
+                if node not in nodes:
+                    # another survivor handed it over and removed it from the
+                    # set first: what this node holds of it is still to drop
+                    if node not in self._buried:
+                        yield self._mourn(node)
+                        self._buried.add(node)
+                    continue
                 owned = yield self.cluster.owned(node)
                 for dialog_id in sorted(owned):
                     yield self._serial(dialog_id, partial(self._adopt, dialog_id))
-                for callback in self._on_dead:
-                    yield defer.maybeDeferred(callback, node).addErrback(
-                        lambda f: log.failure("cluster: a dead-node hand-over failed", f))
+                yield self._mourn(node)
                 if not owned:
                     yield self.cluster.forget_node(node)
+                    self._buried.add(node)
         except Exception as e:  # noqa: BLE001 - the next sweep tries again
             log.info("cluster: sweep failed: {why}", why=str(e) or type(e).__name__)
         finally:
             self._sweeping = False
+
+    @defer.inlineCallbacks
+    def _mourn(self, node: str) -> Any:
+        for callback in self._on_dead:
+            yield defer.maybeDeferred(callback, node).addErrback(
+                lambda f: log.failure("cluster: a dead-node hand-over failed", f))
 
     @defer.inlineCallbacks
     def _adopt(self, dialog_id: str) -> Any:

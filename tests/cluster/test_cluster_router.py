@@ -313,3 +313,37 @@ def test_a_lease_back_with_the_same_incarnation_releases_the_dialogs_it_forgot(
     assert receipt.ok and b.store.owns("d1") and not a.store.owns("d1")
     ended = [e for e in b.up.events if e["event_type"] == codes.ENDED]
     assert [e["reason"] for e in ended] == [codes.PROGRAM_EXITED], "its program was stopped"
+
+
+def test_every_survivor_runs_its_dead_node_callbacks_though_another_forgot_the_node(
+        world: FakeRedis, programs: Path, logged: Any) -> None:
+    """The first survivor to hand a dead node over removes it from the set
+    of nodes; every other survivor must still treat it as dead and run its
+    own callbacks (a post-office hub drops that node's clients from memory)
+    once, and never forward to it."""
+    logged.allow("stops acknowledging")
+    a, b, c = Node("a", world, programs), Node("b", world, programs), Node("c", world, programs)
+    heard: dict[str, list[str]] = {"a": [], "b": []}
+    for name, node in (("a", a), ("b", b)):
+        node.router.on_dead(heard[name].append)
+    run_for(world, 11)  # all steady
+    c.stop_sweeping()
+    c.lease._loop.stop()  # c dies, owning no dialog
+    run_for(world, 11)  # its lease runs out; the first sweep to see it forgets it
+    assert "c" not in world.node_ids
+    assert heard == {"a": ["c"], "b": ["c"]}
+    assert "c" in a.router.dead and "c" in b.router.dead
+    run_for(world, 5)  # later sweeps: not again
+    assert heard == {"a": ["c"], "b": ["c"]}
+
+
+def test_a_reply_spilled_for_a_channel_of_a_dead_node_is_kept_not_sent_to_it(
+        world: FakeRedis, programs: Path) -> None:
+    """A killed node stays in the channel's set of upstream nodes; a node
+    that never saw it alive must not pick its inbox (the reply would be lost)."""
+    a = Node("a", world, programs)
+    run_for(world, 2)
+    world.upstreams["web"] = {"z"}  # a node that died before a started
+    a.router.spill("web", {"event_type": 2001, "dialog_id": "d9"}, hops=0)
+    settle(world)
+    assert len(world.kept.get("web", [])) == 1

@@ -11,6 +11,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 from treq.testing import StubTreq
 
+from twisted.internet import defer
 from twisted.internet.task import Clock
 
 from libchat.doors.web import app as web
@@ -200,3 +201,37 @@ def test_metrics_read_the_routers_stats_and_count_its_events() -> None:
     assert samples[("libchat_events_total", (("direction", "out"), ("event_type", "2001")))] \
         == 1
     assert samples[("libchat_pending_events", (("channel", "web"),))] == 0
+
+
+def test_an_entry_appended_while_a_long_poll_reads_wakes_it() -> None:
+    """On a node that does not own the dialog the read is a Redis round
+    trip: a reply appended during it must wake the poll (it reads again at
+    once), not leave it asleep for its whole ``wait``."""
+    w = Doors()
+    stub = client(w)
+    _, session = call(stub, "POST", "/api/chat/sessions", body={"intent": "echo"})
+    sid = session["session_id"]
+    real = w.router.entries
+    reads: list[tuple[defer.Deferred[Any], tuple[Any, ...]]] = []
+
+    def remote(*args: Any) -> defer.Deferred[Any]:
+        reads.append((defer.Deferred(), args))
+        return reads[-1][0]
+    w.router.entries = remote  # type: ignore[method-assign]
+    got: list[Any] = []
+    stub.get(f"http://libchat/api/chat/sessions/{sid}/messages?wait=30",
+             headers={"X-User-Id": "alice"}).addCallback(got.append)
+    stub.flush()
+    (read, args), = reads
+    stale = real(*args)  # Redis answered before the reply was appended ...
+    w.router.reply(sid, "here")  # ... which happens while the answer is on its way
+    reads.clear()
+    read.callback(stale)
+    stub.flush()
+    assert stale == [] and len(reads) == 1, "it must read again at once"
+    (read, args), = reads
+    read.callback(real(*args))
+    stub.flush()
+    body = json.loads(got[0].content().result)
+    assert [e["messages"]["content"] for e in body["messages"]] == ["here"]
+    assert w.gateway.waiting() == 0 and w.clock.getDelayedCalls() == []

@@ -160,12 +160,21 @@ class ChatAPI:
         yield self._session(user_id, session_id)
         after = _number(request, "after", int, 0)
         wait = min(_number(request, "wait", float, 0.0), MAX_WAIT)
-        entries = yield self.gateway.entries(user_id, session_id, after, MAX_REPLAY)
         deadline = self.now() + wait
-        while not entries and wait > 0:
-            # woken by any new entry; one at or before ``after`` waits on
-            yield self.gateway.wait(session_id, wait)
-            entries = yield self.gateway.entries(user_id, session_id, after, MAX_REPLAY)
+        while True:
+            # the waiter is there before the read: on a node that does not
+            # own the dialog the read is a Redis round trip, and an entry
+            # appended meanwhile must wake this poll, not leave it to sleep
+            woken = self.gateway.wait(session_id, wait) if wait > 0 else None
+            try:
+                entries = yield self.gateway.entries(user_id, session_id, after, MAX_REPLAY)
+            except BaseException:
+                _drop(woken)
+                raise
+            if entries or woken is None:
+                _drop(woken)
+                break
+            yield woken  # woken by any new entry; one at or before ``after`` waits on
             wait = deadline - self.now()
         return json_response(request, 200, {"messages": entries})
 
@@ -177,6 +186,13 @@ class ChatAPI:
         yield self._route({"event_type": codes.CLIENT_CLOSE, "dialog_id": session_id,
                      "user_id": user_id})
         return json_response(request, 200, {"ok": True})
+
+
+def _drop(waiter: defer.Deferred[None] | None) -> None:
+    """Forget a long-poll waiter no longer wanted."""
+    if waiter is not None and not waiter.called:
+        waiter.addErrback(lambda f: f.trap(defer.CancelledError))
+        waiter.cancel()
 
 
 def _number(request: IRequest, name: str, kind: Callable[[str], Any], default: Any) -> Any:

@@ -12,7 +12,7 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from libchat.cluster.keys import Keys
-from libchat.cluster.postoffice import HubPeers
+from libchat.cluster.postoffice import REFRESH, HubPeers
 from libchat.doors.postoffice.hub import Hub
 from libchat.doors.postoffice.seam import IHubPeers
 
@@ -145,3 +145,37 @@ def test_replaced_elsewhere_closes_without_telling_listeners_and_drain_takes_aga
     hub.detach(b)  # its close: nobody is told it went
     assert ("gone", "/svc/b") not in listener.heard
     hub.stop()
+
+
+class Sends(Router):
+    def __init__(self) -> None:
+        self.live = {"n1", "n2"}
+        self.dead: set[str] = set()
+        self.sent: list[tuple[str, Any]] = []
+
+    def send(self, node: str, message: dict[str, Any]) -> None:
+        self.sent.append((node, message.get("raw")))
+
+
+def test_envelopes_follow_a_target_to_the_node_it_just_left() -> None:
+    """Envelopes already forwarded to node n2 are queued there if the target
+    left it; the next ones go there too for a while (n2 queues them behind
+    the earlier ones) instead of being queued from here, which could pass them."""
+    clock = Clock()
+    router = Sends()
+    peers = HubPeers(Hub(clock), router, conns=None,  # type: ignore[arg-type]
+                     keys=Keys(), scripts=object())
+    peers._on({"c": "/svc/b", "n": "n2"})
+    assert peers.forward("/svc/a", "/svc/b", "e0", "msg", "s")
+    peers._off({"c": "/svc/b", "n": "n2"})  # it left n2
+    assert peers.where("/svc/b") is None
+    assert peers.forward("/svc/a", "/svc/b", "e1", "msg", "s")
+    assert router.sent == [("n2", "e0"), ("n2", "e1")]
+    clock.advance(REFRESH + 0.1)  # long enough: queued from here
+    assert not peers.forward("/svc/a", "/svc/b", "e2", "msg", "s")
+    peers._on({"c": "/svc/c", "n": "n2"})
+    assert peers.forward("/svc/a", "/svc/c", "e3", "msg", "s")
+    peers._off({"c": "/svc/c", "n": "n2"})
+    router.dead.add("n2")  # nor to a dead node
+    assert not peers.forward("/svc/a", "/svc/c", "e4", "msg", "s")
+    assert router.sent[-1] == ("n2", "e3")
