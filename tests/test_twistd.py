@@ -25,17 +25,25 @@ T = 20.0
 LOCAL = "tcp:0:interface=127.0.0.1"
 
 
-def node_children_of(dirs: list[Path]) -> list[int]:
-    """Pids of node processes running one of our programs (from their cmdline)."""
+TAG = "LIBCHAT_TEST_TAG"  # in each test's twistd environment, so its programs' too
+
+
+def node_children_of(dirs: list[Path], tag: Path) -> list[int]:
+    """Pids of live processes running one of our programs (from their
+    cmdline) started by this test's twistd (``TAG`` in their environment:
+    another suite on the machine may run the same programs)."""
+    needle = f"{TAG}={tag}".encode()
     found = []
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
         try:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if any(str(d).encode() in part for part in cmd for d in dirs) and alive(int(pid)):
+        if any(str(d).encode() in part for part in cmd for d in dirs) \
+                and needle in environ and alive(int(pid)):
             found.append(int(pid))
     return found
 
@@ -67,7 +75,7 @@ class Twistds:
     def __call__(self, args: list[str], refused: bool = False) -> Twistd:
         """``refused``: the test expects it to end before it is ready.
         Its stderr is also kept apart (``errors``)."""
-        p = start(args, self.cwd, stderr_apart=True)
+        p = start(args, self.cwd, env={**os.environ, TAG: str(self.cwd)}, stderr_apart=True)
         if refused:
             p.ready.addErrback(lambda _: None)
         self.started.append(p)
@@ -103,7 +111,7 @@ def test_readme_command_twistd_n_libchat_answers_a_1001(tmp_path: Path,
     kill(p)
     yield p.ended.addTimeout(T, reactor)
     assert json.loads((tmp_path / "data" / "readme.json").read_text())["program"] == "hello"
-    assert node_children_of([BUNDLED]) == []
+    assert node_children_of([BUNDLED], tmp_path) == []
 
 
 @pytest_twisted.inlineCallbacks
