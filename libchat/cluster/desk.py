@@ -121,6 +121,11 @@ class ClusterDesk:
         return f"{self.node_id} {uuid.uuid4().hex[:12]}"
 
     @property
+    def holds_desk(self) -> bool:
+        """This node is the desk, or holds the desk lease (taking over)."""
+        return self.ready or self.holder == self.value
+
+    @property
     def desk_node(self) -> str | None:
         return self.holder.split(" ", 1)[0] if self.holder else None
 
@@ -162,7 +167,7 @@ class ClusterDesk:
             return
         self._ticking = True
         try:
-            if not self.router.ready and (self.ready or self.holder == self.value):
+            if not self.router.ready and self.holds_desk:
                 self._suspend()  # (the router's on_lease_lost did, unless it was not lost)
             if self._dropping:
                 yield self._let_go()
@@ -286,7 +291,7 @@ class ClusterDesk:
     def _lease_lost(self) -> None:
         """The router's ``on_lease_lost``: before it forgets its dialogs (and
         so stops their instances, which would drop their tickets)."""
-        if self.ready or self.holder == self.value:
+        if self.holds_desk:
             self._suspend()
 
     def _node_dead(self, node: str) -> Any:

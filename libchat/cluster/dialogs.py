@@ -189,6 +189,11 @@ class SharedDialogStore(MemoryStore):
                 s.next.append(waiting)
                 return waiting
             self._write(dialog_id, self._turn.pop(dialog_id))
+        return self._issued_answered(s)
+
+    @staticmethod
+    def _issued_answered(s: _Sync) -> "defer.Deferred[None]":
+        """Fires once every write issued so far is answered; fails if one broke the dialog."""
         if s.broken is not None:
             return defer.fail(s.broken)
         if s.done >= s.issued:
@@ -243,13 +248,7 @@ class SharedDialogStore(MemoryStore):
             self._issue(dialog_id, s, record, then)
         finally:  # the waiters of a held write wait for this one
             while s.next:
-                d = s.next.pop(0)
-                if s.broken is not None:
-                    d.errback(s.broken)
-                elif s.done >= s.issued:
-                    d.callback(None)
-                else:
-                    s.waiters.append((s.issued, d))
+                self._issued_answered(s).chainDeferred(s.next.pop(0))
 
     def _issue(self, dialog_id: str, s: _Sync, record: DialogRecord,
                then: tuple[str, bytes] | None) -> None:

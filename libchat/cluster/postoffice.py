@@ -57,6 +57,14 @@ def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _remember(lru: "OrderedDict[str, Any]", key: str, value: Any, bound: int) -> None:
+    """``lru[key] = value``, newest last, the oldest dropped past ``bound``."""
+    lru[key] = value
+    lru.move_to_end(key)
+    if len(lru) > bound:
+        lru.popitem(last=False)
+
+
 def _pairs(reply: Any) -> dict[str, str]:
     if isinstance(reply, dict):
         return {_s(k): _s(v) for k, v in reply.items()}
@@ -145,7 +153,7 @@ class HubPeers:
         node = self.where(target) or self._followed(target)
         if node is None:
             return False
-        self._sent_to(target, node)
+        _remember(self.sent_to, target, (node, self.hub.clock.seconds()), MAX_STICKY)
         self._forward(node, {"t": "po", "c": target, "s": sender, "raw": raw, "k": kind,
                              "sub": subject, "h": 0})
         return True
@@ -161,12 +169,6 @@ class HubPeers:
             del self.sent_to[target]
             return None
         return node
-
-    def _sent_to(self, target: str, node: str) -> None:
-        self.sent_to[target] = (node, self.hub.clock.seconds())
-        self.sent_to.move_to_end(target)
-        if len(self.sent_to) > MAX_STICKY:
-            self.sent_to.popitem(last=False)
 
     def queued(self, target: str) -> "defer.Deferred[Any]":
         d = self.conns.call("HGET", self.key, target)
@@ -213,10 +215,7 @@ class HubPeers:
     # -- what other nodes send ---------------------------------------------------------
 
     def _origin(self, address: str, node: str) -> None:
-        self.origins[address] = node
-        self.origins.move_to_end(address)
-        if len(self.origins) > MAX_ORIGINS:
-            self.origins.popitem(last=False)
+        _remember(self.origins, address, node, MAX_ORIGINS)
 
     def _po(self, m: dict[str, Any]) -> None:
         target = m["c"]
